@@ -431,6 +431,95 @@ def test_ringmaster_and_minibatch_lmo_steps():
     assert all(dl >= 1 for dl, u in zip(r.delays, r.used) if not u) and all(dl == 0 for dl, u in zip(r.delays, r.used) if u)
 
 
+def _pa_reference(problem, x0, eta, grads_at, K):
+    """Parameter-agnostic LMO momentum by hand (one l2 block): alpha_0 = 1, alpha_k = k^-1/2,
+    x_{k+1} = x_k - eta (k + 1)^-3/4 m_{k+1} / ||m_{k+1}||."""
+    x, m, xs = x0.clone(), None, []
+    for k in range(K):
+        a = 1.0 if k == 0 else k ** -0.5
+        g = grads_at(x)
+        m = g.clone() if m is None else (1 - a) * m + a * g
+        x = x - eta * (k + 1) ** -0.75 * m / m.norm()
+        xs.append(x.clone())
+    return xs
+
+
+def test_parameter_agnostic_ringmaster_lmo_one_worker_is_synchronous_pa_lmo():
+    from optsim.reproduce.asynchronous import StochasticQuadratic
+
+    eta, K = 0.7, 25
+    # deterministic gradients: both methods equal the hand-written recursion iterate for iterate
+    q = Quadratic.generate(1, 6, L=1.0, mu=0.1, noise=0.0, seed=1)
+    x0 = torch.zeros(6, dtype=torch.float64)
+    ref = _pa_reference(q, x0, eta, q.full_grad, K)
+    for name in ("ringmaster_lmo", "minibatch_lmo"):
+        r, _ = _make(q, {"name": name, "stepsize": eta, "schedule": "parameter_agnostic"})
+        for k in range(K):
+            r.step()
+            torch.testing.assert_close(r.x, ref[k], atol=1e-12, rtol=0)
+    # stochastic gradients, one worker (every delay 0, nothing discarded): the same draws, the same iterates
+    sq = StochasticQuadratic.generate(1, 8, L=1.0, mu=0.1, noise=0.3, seed=0)
+    runs = {}
+    for name in ("ringmaster_lmo", "minibatch_lmo"):
+        r, _ = _make(sq, {"name": name, "stepsize": eta, "schedule": "parameter_agnostic"}, seed=3)
+        xs = []
+        for _ in range(K):
+            r.step()
+            xs.append(r.x.clone())
+        runs[name] = (xs, r)
+    for a, b in zip(*(v[0] for v in runs.values())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert all(runs["ringmaster_lmo"][1].used) and set(runs["ringmaster_lmo"][1].delays) == {0}
+    # the step of iteration k has length eta (k + 1)^-3/4 (one l2 block)
+    steps = [float((b - a).norm()) for a, b in zip(runs["ringmaster_lmo"][0], runs["ringmaster_lmo"][0][1:])]
+    assert steps == pytest.approx([eta * (k + 2) ** -0.75 for k in range(K - 1)], rel=1e-10)
+
+
+def test_parameter_agnostic_ringmaster_lmo_threshold_schedule():
+    from optsim.clock import FixedTimes, Timing
+    from optsim.reproduce.asynchronous import StochasticQuadratic
+
+    sq = StochasticQuadratic.generate(6, 5, L=1.0, mu=0.1, noise=0.1, seed=0)
+    r, _ = _make(sq, {"name": "ringmaster_lmo", "stepsize": 0.5, "schedule": "parameter_agnostic"})
+    r.attach_timing(Timing(FixedTimes(np.array([1.0, 1.3, 1.7, 2.2, 2.9, 4.1]))))
+    r.init(torch.zeros(5, dtype=torch.float64))
+    ks = []  # the server iteration at every arrival
+    orig = r.record
+
+    def record(i, used):
+        ks.append(r.k)
+        return orig(i, used)
+
+    r.record = record
+    for _ in range(200):
+        r.step()
+    assert [r.R_k(k) for k in (0, 1, 3, 4, 8, 9, 99, 100)] == [1, 1, 1, 2, 2, 3, 9, 10]
+    # accepted iff delay < R_k = max(1, floor(sqrt(k))) at the arrival's iteration k
+    for k, dl, u in zip(ks, r.delays, r.used):
+        assert bool(u) == (dl < max(1, math.isqrt(k)))
+    late = [(dl, u) for k, dl, u in zip(ks, r.delays, r.used) if k >= 100]
+    assert any(u and dl >= 1 for dl, u in late)  # the threshold has grown: stale gradients are used
+    assert any(not u for dl, u in late)          # and the staler ones are still discarded
+    with pytest.raises(Exception, match="threshold"):
+        _make(sq, {"name": "ringmaster_lmo", "stepsize": 0.5, "schedule": "parameter_agnostic", "R": 3})
+
+
+def test_parameter_agnostic_ringmaster_lmo_converges_without_constants():
+    """No stepsize, no R, no sigma^2: the default eta = 1 reaches a small gradient on a noisy quadratic."""
+    from optsim.clock import FixedTimes, Timing
+    from optsim.reproduce.asynchronous import StochasticQuadratic
+
+    sq = StochasticQuadratic.generate(4, 10, L=1.0, mu=0.1, noise=0.1, seed=0)
+    r, _ = _make(sq, {"name": "ringmaster_lmo", "schedule": "parameter_agnostic"})
+    r.attach_timing(Timing(FixedTimes(np.array([1.0, 2.0, 3.0, 4.0]))))
+    x0 = torch.zeros(10, dtype=torch.float64)
+    r.init(x0)
+    g0 = float(sq.full_grad(x0).norm())
+    for _ in range(4000):
+        r.step()
+    assert float(sq.full_grad(r.x).norm()) < 0.05 * g0
+
+
 # ---- recipes ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rid", ["M4", "M2", "M6", "A4"])  # a few seconds each
