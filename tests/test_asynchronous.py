@@ -334,7 +334,7 @@ def test_local_sgd_pipe_runs_replicas_through_the_1f1b_schedule_with_a_drain_per
     assert span == 2 * S * H + 2 * (S - 1)  # the fill/drain bubble of every round
     p = Quadratic.generate(1, 8, mu=0.1, noise=0.0, seed=0)
     m, meter = make(p, {"name": "local_sgd_pipe", "stages": S, "local_steps": H, "stepsize": 0.1})
-    m.advance(2 * H)
+    m.advance(2 * S * H * S)  # one iteration = one block update: S blocks of S H microbatches per round
     assert m.now == pytest.approx(2 * span)  # two rounds
     gd, _ = make(p, {"name": "gd", "stepsize": 0.1})
     for _ in range(2 * H):  # noiseless: every replica is gradient descent, so is their average
@@ -343,6 +343,25 @@ def test_local_sgd_pipe_runs_replicas_through_the_1f1b_schedule_with_a_drain_per
     meter.close_round()
     assert float(meter.oracle["grad"].sum()) == 2 * H * S  # one gradient per replica and local step
     assert np.frombuffer(m.delays, dtype=np.int64).max() == 0  # no stale weights
+
+
+def test_local_sgd_pipe_model_at_a_time_cutoff_has_every_finished_block_update():
+    """At a simulated time inside a round, the averaged model holds exactly the block updates whose
+    backward has ended (the authors' simulator evaluates it the same way)."""
+    from optsim.methods.pipeline import pipedream_schedule
+    S, H, gamma = 2, 2, 0.1
+    p = Quadratic.generate(1, 6, mu=0.1, noise=0.0, seed=1)
+    sch = pipedream_schedule(S, 1.0, microbatches=S * H, in_flight=S)
+    g0 = p._grads(torch.zeros(1, 6, dtype=F64), None)[0]  # every replica's first gradient (at x0 = 0)
+    last, first = slice(3, 6), slice(0, 3)  # stage 2 holds the last 3 coordinates, stage 1 the first 3
+    m, _ = make(p, {"name": "local_sgd_pipe", "stages": S, "local_steps": H, "stepsize": gamma})
+    m.advance(10 ** 6, until=float(sch.end["B"][1, 0]))  # B_2(0) done: replica 0 updated block 2 only
+    want = torch.zeros(6, dtype=F64)
+    want[last] = -gamma * g0[last] / S
+    assert torch.allclose(m.x, want, atol=1e-15) and m.k == 1
+    m.advance(10 ** 6, until=float(sch.end["B"][0, 1]))  # microbatches 0 and 1 done: both replicas stepped
+    assert torch.allclose(m.x, -gamma * g0, atol=1e-15) and m.k == 2 * S
+    assert float(sch.end["B"][0, 1]) < float(sch.end["B"].max())  # still inside the first round
 
 
 def test_pipedream_method_has_the_schedule_delays():

@@ -375,20 +375,24 @@ class LocalPipeParams(MethodParams):
 
 @register_method
 class LocalSGDPipe(_EventLike):
-    """LocalSGD on the same S-stage pipeline, the comparison of Ilin & Richtarik (2026): M = S
-    model replicas, each split into the S stage blocks like PipeDream's model, share the S
-    devices. Microbatch j belongs to replica j mod S; in 1F1B order its forward on stage s comes
-    after the backward of the same replica's previous microbatch j - S on that stage, so every
-    replica runs plain SGD without stale weights. After H local steps of every replica (S H
-    microbatches) the pipeline drains, the replicas are averaged (plus ``sync_time`` seconds)
-    and the next round starts: LocalSGD trades PipeDream's weight staleness for a
-    synchronization bubble every round. Simulated time is the exact 1F1B schedule of the S H
-    microbatches of a round (:func:`pipedream_schedule`); local step h of the replicas ends when
-    the last of their microbatches h S .. h S + S - 1 ends its stage-1 backward. One iteration =
-    one local step of every replica; the model the metrics see is the replicas' average.
+    """LocalSGD on the same S-stage pipeline, the comparison of Ilin & Richtarik (2026): M model
+    replicas (default M = S), each split into the S stage blocks like PipeDream's model, share the
+    S devices. Microbatch j of a round belongs to replica j mod M; in 1F1B order its forward on
+    stage s comes after the backward of the same replica's previous microbatch j - M on that stage
+    (:func:`pipedream_schedule` with ``in_flight = min(M, S)``), so every replica runs plain SGD
+    without stale weights. After H local steps of every replica (M H microbatches) the pipeline
+    drains, the replicas are averaged (plus ``sync_time`` seconds) and the next round starts:
+    LocalSGD trades PipeDream's weight staleness for a synchronization bubble every round.
+
+    Simulated exactly like :class:`PipeDream`: block s of replica j mod M is updated when B_s(j)
+    ends, with the block-s part of the gradient at the replica's weights that F_s(j) read (its
+    current iterate: no other microbatch of the replica is in flight). One iteration = one block
+    update; the model the metrics see is the replicas' average at that moment, partial steps of
+    replicas in flight included (averaging does not change it), so a comparison at a fixed
+    simulated time sees every update finished by then, as in the authors' simulator.
 
     Ilin, Richtarik (2026), "Demystifying pipeline parallelism: first theory for PipeDream", the
-    LocalSGD baseline of the simulated-time comparison (M = S runs, K = H local steps, a hard
+    LocalSGD baseline of the simulated-time comparison (M runs, H local steps, a hard
     synchronization barrier per round, as in the authors' public simulator); local SGD itself:
     Stich (2019), "Local SGD converges fast and communicates little". Default stepsize 1 / (4 L)
     (homogeneous-data Local SGD, Woodworth et al., 2020, "Is local SGD better than minibatch
@@ -409,39 +413,51 @@ class LocalSGDPipe(_EventLike):
     def init(self, x0):
         p = self.params
         S, H, R = p.stages, p.local_steps, self.replicas
+        self._blk = _blocks(self.d, S)
         sch = pipedream_schedule(S, p.forward, p.backward, R * H, p.link, in_flight=min(R, S))
-        done = sch.end["B"][0]  # a microbatch is done when its stage-1 backward ends
-        self._step_end = done.reshape(H, R).max(1)  # local step h of every replica
-        self._round = float(done.max()) + p.sync_time
+        # the block updates of one round in time order: (end of B_s(j), stage s, microbatch j);
+        # the first update of j is on the last stage (its gradient is taken then)
+        t, s, j = sch.updates()
+        self._ev_t, self._ev_s, self._ev_j = t.tolist(), s.tolist(), j.tolist()
+        self._round = float(sch.end["B"].max()) + p.sync_time
         self._t0 = 0.0  # start of the current round
+        self._pos = 0  # next block update of the round
         self.x = x0
         self._X = x0.reshape(1, -1).repeat(R, 1)
-        self.k, self.arrivals, self._h = 0, 0, 0
+        self._grad: dict[int, torch.Tensor] = {}  # microbatch of the round -> its gradient
+        self.k, self.arrivals = 0, 0
         self.delays = array("q")
 
     def advance(self, updates, until=None):
-        k0, p = self.k, self.params
+        k0, S, R = self.k, self.params.stages, self._X.shape[0]
         while self.k - k0 < updates:
-            last = self._h + 1 == p.local_steps
-            t = self._t0 + (self._round if last else float(self._step_end[self._h]))
+            t = self._t0 + self._ev_t[self._pos]
             if until is not None and t > until:
                 self.clock.now = max(self.clock.now, until)
                 break
-            G = self._grads(self._X)
-            self._X = self._X - self.gamma * G
-            self.arrivals += self._X.shape[0]
-            self.delays.extend([0] * self._X.shape[0])
+            s, j = self._ev_s[self._pos], self._ev_j[self._pos]
+            r, blk = j % R, self._blk[s]
+            g = self._grad.get(j)
+            if g is None:  # B_S(j): the gradient at the weights F_1(j)..F_S(j) read (replica r's iterate)
+                g = self._grads(self._X[r].reshape(1, -1))[0]
+                self._grad[j] = g
+                self.arrivals += 1
+                self.delays.append(0)
+            X = self._X.clone()
+            X[r, blk] -= self.gamma * g[blk]
+            self._X = X
+            x = self.x.clone()
+            x[blk] = X[:, blk].mean(0)
+            self.x = x
+            if s == 0:  # B_1(j): replica r's step is complete
+                del self._grad[j]
             self.k += 1
-            self._h += 1
-            if last:  # the pipeline has drained: average the replicas
-                xbar = self._X.mean(0)
-                self.x = xbar
-                self._X = xbar.reshape(1, -1).repeat(self._X.shape[0], 1)
-                self._h = 0
-                self._t0 += self._round
-            else:
-                self.x = self._X.mean(0)  # the model the metrics see: the replicas' average
+            self._pos += 1
             self.clock.now = t
+            if self._pos == len(self._ev_t):  # the pipeline has drained: average the replicas
+                self._X = self.x.reshape(1, -1).repeat(R, 1)
+                self._pos = 0
+                self._t0 += self._round
         return self.k - k0
 
     def _extra_meta(self):
