@@ -11,6 +11,10 @@ Every cross-client interaction of a method goes through it, so the bits are coun
   bits down; :meth:`send_down` -- a different message to each client.
 
 A plain tensor is a dense message of ``d * float_bits`` bits per row.
+
+A channel built with ``replicas=R`` carries R runs in lock-step (a replica-stacked batched run,
+:mod:`optsim.experiment.batched`): every tensor has a leading dimension R, each replica's
+traffic is identical in size, and the meter counts one replica's bits.
 """
 from __future__ import annotations
 
@@ -23,13 +27,15 @@ __all__ = ["Channel"]
 
 
 class Channel:
-    def __init__(self, meter: Meter, d: int, float_bits: int = 32):
+    def __init__(self, meter: Meter, d: int, float_bits: int = 32, replicas: int = 0):
         self.meter, self.d, self.float_bits = meter, int(d), int(float_bits)
+        #: 0: one run; R > 0: R replica-stacked runs (see the module docstring)
+        self.replicas = int(replicas)
 
     def dense(self, X: torch.Tensor) -> Message:
         """``X`` (m, d) sent uncompressed: d floats per row."""
-        X = X.reshape(-1, self.d)
-        return Message(X, torch.full((X.shape[0],), float(self.d * self.float_bits), dtype=torch.float64))
+        X = X.reshape(self.replicas, -1, self.d) if self.replicas else X.reshape(-1, self.d)
+        return Message(X, torch.full((X.shape[-2],), float(self.d * self.float_bits), dtype=torch.float64))
 
     def _as_message(self, msg) -> Message:
         return msg if isinstance(msg, Message) else self.dense(msg)
@@ -42,9 +48,9 @@ class Channel:
         self.meter.add_up(clients, msg.bits)
         V = msg.values
         if weights is None:
-            return V.mean(0) if V.shape[0] else torch.zeros(self.d, dtype=V.dtype, device=V.device)
+            return V.mean(-2) if V.shape[-2] else V.new_zeros(*V.shape[:-2], self.d)
         w = torch.as_tensor(weights, dtype=V.dtype, device=V.device)
-        return (w.reshape(-1, 1) * V).sum(0)
+        return (w.reshape(-1, 1) * V).sum(-2)
 
     def gather(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:
         """Deliver each sender's message to the server, rows in the order of ``clients``."""
@@ -56,10 +62,10 @@ class Channel:
         """Send one server message (a (d,) tensor or a one-row :class:`Message`) to ``clients``
         (default all); returns the decoded (d,) vector."""
         msg = self._as_message(msg)
-        if msg.values.shape[0] != 1:
+        if msg.values.shape[-2] != 1:
             raise ValueError("broadcast sends one message; use send_down for one message per client")
         self.meter.add_down(clients, msg.bits[0])
-        return msg.values[0]
+        return msg.values[..., 0, :]
 
     def send_down(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:
         """Send row j of the message to client ``clients[j]``; returns the decoded rows."""

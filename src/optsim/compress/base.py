@@ -33,7 +33,10 @@ def index_bits(d: int) -> int:
 
 @dataclass
 class Message:
-    """What a batch of senders transmits: decoded ``values`` (m, d) and ``bits`` (m,) per sender."""
+    """What a batch of senders transmits: decoded ``values`` (m, d) and ``bits`` (m,) per sender.
+
+    In a replica-stacked run (:mod:`optsim.experiment.batched`) ``values`` carries leading replica
+    dimensions (R, m, d) and ``bits`` (m,) is what each sender of every replica sends."""
 
     values: torch.Tensor
     bits: torch.Tensor
@@ -43,8 +46,8 @@ class Message:
     origin: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.bits.shape != self.values.shape[:1]:
-            raise ValueError(f"message bits must have shape ({self.values.shape[0]},), got {tuple(self.bits.shape)}")
+        if self.bits.shape != self.values.shape[-2:-1]:
+            raise ValueError(f"message bits must have shape ({self.values.shape[-2]},), got {tuple(self.bits.shape)}")
 
 
 class Compressor:

@@ -1,21 +1,30 @@
-"""Batched runs: several runs on the same problem advance in lock-step, and their oracle calls
-are executed together as one batched tensor computation.
+"""Batched runs: several runs on the same problem computed together.
 
-Each run (a *replica*: another stepsize, seed, compressor, ...) keeps its own method, meter,
-channel and clock, and runs its unchanged ``step()`` in a greenlet of its own against a proxy of
-the problem. The proxy counts oracle calls into the replica's meter as usual but, instead of
-computing, switches back to the coordinator with the request (a greenlet switch costs about a
-microsecond; threads convoy on the GIL). Once every live replica is waiting on an oracle (or has
-finished its round), the coordinator executes the requests: full-participation gradient requests
-of all replicas as one call of ``problem._grads_many`` (for a GLM, the R replicas' models turn n
-matrix-vector products into n matrix-matrix products), anything else one by one. Results equal
-those of separate runs up to floating-point summation order. What is not batched is each
-replica's own method arithmetic (compression, aggregation, bookkeeping): bench/bench_sweep.py
-measures both parts.
+Two ways, chosen per group of runs by :func:`run_batched`:
+
+* **Replica-stacked** (runs that differ only in the stepsize or the seed, of a method declaring
+  ``replica_batched`` with components that draw no random numbers, e.g. a stepsize grid of GD or
+  of EF21 with top-k): one method instance runs all R replicas as one computation -- the model
+  is (R, d), client state (R, n, d), the stepsize an (R, 1) tensor, one gradient call serves all
+  replicas (for a GLM, one (n M x d)(d x R) product and one batched product back), and the
+  meter, channel and clock count once, since every replica sends and computes the same. Each
+  replica keeps its own trace, stop rules and checkpoints (its slice of the stacked state), and
+  equals its separate run up to floating-point summation order. Finished replicas leave the stack.
+* **Lock-step** (anything else): each run (a *replica*) keeps its own method, meter, channel and
+  clock, and runs its unchanged ``step()`` in a greenlet of its own against a proxy of the
+  problem. The proxy counts oracle calls into the replica's meter as usual but, instead of
+  computing, switches back to the coordinator with the request (a greenlet switch costs about a
+  microsecond; threads convoy on the GIL). Once every live replica is waiting on an oracle (or
+  has finished its round), the coordinator executes the requests: full-participation gradient
+  requests of all replicas as one call of ``problem._grads_many``, anything else one by one.
+  Each replica's own method arithmetic (compression, aggregation, bookkeeping) is not batched.
+
+bench/bench_sweep.py measures both against one run.
 """
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Callable
 
 import greenlet
@@ -23,7 +32,7 @@ import torch
 
 from ..problems import Problem
 from .config import ExperimentConfig
-from .runner import Session, evaluate, threads_for
+from .runner import _WIRING, Session, evaluate, evaluate_many, threads_for
 from .trace import Trace
 
 __all__ = ["run_batched"]
@@ -97,35 +106,198 @@ class _Coordinator:
         return out
 
 
+class _StackedProblem:
+    """The problem as a replica-stacked method sees it: the full-participation oracles take the
+    R replicas' client inputs (R, n, d) in one call and count once (every replica makes the same
+    calls); everything else is the problem's own."""
+
+    def __init__(self, problem: Problem, replicas: int):
+        self._problem, self.replicas = problem, replicas
+
+    def __getattr__(self, name):
+        return getattr(self._problem, name)
+
+    def _check(self, X: torch.Tensor, clients) -> None:
+        p = self._problem
+        if clients is not None or X.shape != (self.replicas, p.n, p.d):
+            raise ValueError(f"a replica-stacked run takes full-participation inputs ({self.replicas}, {p.n}, {p.d}), "
+                             f"got {tuple(X.shape)}{'' if clients is None else ' for a subset of clients'}")
+
+    def grads(self, X: torch.Tensor, clients=None) -> torch.Tensor:
+        self._check(X, clients)
+        self._problem._count("grad", None, 1.0)
+        return self._problem._grads_many(X)
+
+    def losses(self, X: torch.Tensor, clients=None) -> torch.Tensor:
+        self._check(X, clients)
+        self._problem._count("func", None, 1.0)
+        return self._problem._losses_many(X)
+
+
+#: config fields that shape a run besides its method and seed (replicas must agree on them)
+_RUN_FIELDS = {"dtype", "device", "threads", "float_bits", "stop", "log_every", "time"}
+#: method keys replicas of one stack may differ in
+_REPLICA_KEYS = ("label", "stepsize", "stepsize_mult")
+
+
+def _stack_key(spec: dict[str, Any], cfg: ExperimentConfig) -> str:
+    method = {k: v for k, v in spec.items() if k not in _REPLICA_KEYS}
+    return json.dumps([method, cfg.model_dump(include=_RUN_FIELDS, mode="json")], sort_keys=True, default=str)
+
+
+def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Session]]:
+    """Groups (of two or more) of the fresh runs that can run replica-stacked, each run's own
+    session built (it holds the replica's stepsize, trace and checkpoints)."""
+    groups: dict[str, dict[int, Session]] = {}
+    for i, (spec, cfg) in enumerate(zip(specs, cfgs)):
+        if resume and resume[i] is not None:
+            continue
+        try:
+            s = Session(problem, spec, cfg)
+        except Exception:  # noqa: BLE001  (the lock-step path records the failure)
+            continue
+        if s.method.replicable() and not s._event:
+            groups.setdefault(_stack_key(spec, cfg), {})[i] = s
+    return [g for g in groups.values() if len(g) > 1]
+
+
+class _Stack:
+    """R replicas of one method run as one replica-stacked method (see the module docstring)."""
+
+    def __init__(self, problem: Problem, reps: dict[int, Session]):
+        self.problem, self.reps = problem, reps
+        self.order = list(reps)  # replica ids in the order of the stack's rows
+        first = reps[self.order[0]]
+        self.lead = Session(_StackedProblem(problem, len(reps)), first.spec, first.cfg, replicas=len(reps))
+        self.lead.method.__dict__["gamma"] = torch.tensor(
+            [reps[i].method.gamma for i in self.order], dtype=problem.dtype, device=problem.device).unsqueeze(1)
+        for s in reps.values():
+            s.trace.meta["replica_stack"] = len(reps)
+
+    def live(self) -> list[int]:
+        return [i for i in self.order if self.reps[i].running]
+
+    def start(self) -> None:
+        self.lead.attach()
+        x0 = self.lead.initial_point()
+        self.lead.start(x0.expand(len(self.order), -1).clone())
+        self.end_round()
+
+    def step(self) -> None:
+        self.lead.step()
+        self.end_round()
+
+    def end_round(self) -> None:
+        """Close the round once; log it in every live replica's trace (metrics of all replicas in
+        one batched evaluation) and apply each replica's stop rules."""
+        lead, live = self.lead, self.live()
+        log = lead.close_round()
+        if log:
+            X = lead.method.x
+            finite = torch.isfinite(X).all(1).tolist()
+            rows = iter(evaluate_many(self.problem, X[torch.tensor(finite)]) if any(finite) else [])
+        for r, i in enumerate(self.order):
+            s = self.reps[i]
+            if not s.running:
+                continue
+            s.k, s.wall, s._row, s._over = lead.k, lead.wall, dict(lead._row), lead._over
+            if log:
+                s.record(next(rows) if finite[r] else None)
+        if len(self.live()) < len(self.order):
+            self._keep(self.live())
+
+    def _keep(self, ids: list[int]) -> None:
+        """Drop the replicas not in ``ids`` from the stack."""
+        rows = torch.tensor([self.order.index(i) for i in ids], device=self.problem.device)
+        m = self.lead.method
+        for k, v in vars(m).items():
+            if isinstance(v, torch.Tensor) and k not in _WIRING:
+                setattr(m, k, v[rows])
+        m.problem.replicas = self.lead.channel.replicas = len(ids)
+        self.order = ids
+
+    def materialize(self, i: int) -> Session:
+        """Replica i's own session holding its slice of the stacked state (for a checkpoint)."""
+        s, r = self.reps[i], self.order.index(i)
+        for k, v in vars(self.lead.method).items():
+            if k in _WIRING or k == "gamma":
+                continue
+            setattr(s.method, k, v[r].clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
+        s.meter, s.clock = self.lead.meter, self.lead.clock
+        return s
+
+    def run(self, on_checkpoint, checkpoint_every: int) -> None:
+        try:
+            self.start()
+            while self.order:
+                self.step()
+                if on_checkpoint and checkpoint_every and self.lead.k % checkpoint_every == 0:
+                    for i in self.order:
+                        on_checkpoint(i, self.materialize(i))
+        except KeyboardInterrupt:
+            for i in self.live():
+                self.reps[i].interrupt()
+                if on_checkpoint:
+                    on_checkpoint(i, self.materialize(i))
+            raise
+        except Exception as e:  # noqa: BLE001  (the stack's round failed: every live replica fails)
+            for i in self.live():
+                self.reps[i].fail(e)
+        finally:
+            self.problem.attach(None)
+
+
 def run_batched(problem: Problem, specs: list[dict[str, Any]], cfgs: list[ExperimentConfig],
                 on_checkpoint: Callable[[int, Session], None] | None = None, checkpoint_every: int = 0,
-                resume: list[bytes | None] | None = None) -> list[Trace]:
-    """Run ``specs[i]`` under ``cfgs[i]`` (same problem) in lock-step; returns their traces.
+                resume: list[bytes | None] | None = None, stack: bool = True) -> list[Trace]:
+    """Run ``specs[i]`` under ``cfgs[i]`` (same problem) together; returns their traces.
 
-    ``on_checkpoint(i, session)`` is called every ``checkpoint_every`` rounds of replica i;
-    ``resume[i]`` continues replica i from a checkpoint.
+    Runs that can be replica-stacked are (``stack=False`` forces the lock-step path for all);
+    the others run in lock-step. ``on_checkpoint(i, session)`` is called every
+    ``checkpoint_every`` rounds of replica i; ``resume[i]`` continues replica i from a checkpoint.
     """
     for attr in ("L", "L_i", "mu", "x_star", "f_star"):  # computed once, shared by the proxies
         getattr(problem, attr)
-    coord = _Coordinator(problem)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads_for(cfgs[0], problem))
-    sessions: list[Session | None] = []
-    traces: list[Trace] = []
-    for i, (spec, cfg) in enumerate(zip(specs, cfgs)):
+    traces: dict[int, Trace] = {}
+    try:
+        for group in (_stack_groups(problem, specs, cfgs, resume) if stack else []):
+            try:
+                stacked = _Stack(problem, group)
+            except Exception:  # noqa: BLE001  (these runs go the lock-step way)
+                continue
+            stacked.run(on_checkpoint, checkpoint_every)
+            traces.update({i: s.trace for i, s in group.items()})
+        rest = [i for i in range(len(specs)) if i not in traces]
+        if rest:
+            traces.update(_run_lockstep(problem, rest, specs, cfgs, on_checkpoint, checkpoint_every, resume))
+    finally:
+        torch.set_num_threads(threads_before)
+    return [traces[i] for i in range(len(specs))]
+
+
+def _run_lockstep(problem: Problem, ids: list[int], specs, cfgs, on_checkpoint, checkpoint_every,
+                  resume) -> dict[int, Trace]:
+    """The lock-step path (see the module docstring) for runs ``ids``."""
+    coord = _Coordinator(problem)
+    sessions: dict[int, Session | None] = {}
+    traces: dict[int, Trace] = {}
+    for i in ids:
+        spec, cfg = specs[i], cfgs[i]
         try:
             s = Session(coord.proxy(i), spec, cfg)
             s.attach()
             if resume and resume[i] is not None:
                 s.restore(resume[i])
-            sessions.append(s)
-            traces.append(s.trace)
+            sessions[i] = s
+            traces[i] = s.trace
         except Exception as e:  # noqa: BLE001
             t = Trace(spec.get("label", spec["name"]), spec["name"], status="failed")
             t.meta["message"] = f"{type(e).__name__}: {e}"
-            sessions.append(None)
-            traces.append(t)
-    live_sessions = {i: s for i, s in enumerate(sessions) if s is not None}
+            sessions[i] = None
+            traces[i] = t
+    live_sessions = {i: s for i, s in sessions.items() if s is not None}
 
     def advance(live: list[int], task_of: Callable[[Session], Callable[[], None]]) -> None:
         failed = coord.round({i: task_of(live_sessions[i]) for i in live})
@@ -155,6 +327,4 @@ def run_batched(problem: Problem, specs: list[dict[str, Any]], cfgs: list[Experi
                 if on_checkpoint:
                     on_checkpoint(i, s)
         raise
-    finally:
-        torch.set_num_threads(threads_before)
-    return [s.trace if s is not None else t for s, t in zip(sessions, traces)]
+    return {i: s.trace if s is not None else traces[i] for i, s in sessions.items()}

@@ -33,7 +33,7 @@ from .build import build_problem
 from .config import ExperimentConfig
 from .trace import Trace
 
-__all__ = ["Session", "run", "run_method", "evaluate", "validate_methods", "safe_filename", "threads_for"]
+__all__ = ["Session", "run", "run_method", "evaluate", "evaluate_many", "validate_methods", "safe_filename", "threads_for"]
 
 
 #: below this many flops per batched gradient, one CPU thread is faster than several
@@ -66,6 +66,23 @@ def evaluate(problem: Problem, x: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
+    """:func:`evaluate` for the models X (R, d) at once (batched runs)."""
+    Xs = X.unsqueeze(1).expand(X.shape[0], problem.n, problem.d)
+    g = problem._grads_many(Xs).mean(1)
+    loss = problem._losses_many(Xs).mean(1)
+    rows = [{"loss": f, "grad_norm_sq": gn} for f, gn in zip(loss.tolist(), g.pow(2).sum(-1).tolist())]
+    if problem.f_star is not None:
+        for row, dist in zip(rows, (X - problem.x_star).pow(2).sum(-1).tolist()):
+            row["f_gap"] = row["loss"] - problem.f_star
+            row["dist_sq"] = dist
+    extra = getattr(problem, "extra_metrics", None)
+    if extra is not None:
+        for row, x in zip(rows, X):
+            row.update(extra(x))
+    return rows
+
+
 def _primary_metric(cfg: ExperimentConfig, problem: Problem) -> str:
     m = cfg.stop.metric
     if m == "auto":
@@ -83,7 +100,7 @@ class Session:
     """One run of one method on ``problem`` under ``cfg``: its meter, channel, clock, method and trace."""
 
     def __init__(self, problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, trackers: list | None = None,
-                 backend=None):
+                 backend=None, replicas: int = 0):
         self.problem, self.spec, self.cfg = problem, spec, cfg
         #: None (simulated), or a real transport (:class:`optsim.distributed.DistributedBackend`): it
         #: makes the channel, evaluates the metrics and reports the bytes on the wire
@@ -93,7 +110,9 @@ class Session:
         self._trackers_started = False
         self.trace = Trace(spec.get("label", spec["name"]), spec["name"])
         self.meter = Meter(problem.n)
-        self.channel = (Channel(self.meter, problem.d, cfg.float_bits) if backend is None
+        #: 0: one run; R > 0: the method runs R replica-stacked copies (:mod:`optsim.experiment.batched`)
+        self.replicas = int(replicas)
+        self.channel = (Channel(self.meter, problem.d, cfg.float_bits, self.replicas) if backend is None
                         else backend.channel(self.meter, problem.d, cfg.float_bits))
         tc = cfg.time
         self.clock = Clock(TimeModel(compute_times(tc.compute, problem.n), tc.latency_up, tc.bandwidth_up,
@@ -116,12 +135,17 @@ class Session:
         """Make the problem count into this session's meter."""
         self.problem.attach(self.meter)
 
-    def start(self, x0: torch.Tensor | None = None) -> None:
-        """Round 0: the method's initialization."""
-        if x0 is None and hasattr(self.problem, "initial_point"):  # e.g. a neural network's initialization
-            x0 = self.problem.initial_point()
+    def initial_point(self) -> torch.Tensor:
+        """The problem's own initial point (e.g. a neural network's initialization), else zero."""
+        x0 = self.problem.initial_point() if hasattr(self.problem, "initial_point") else None
         if x0 is None:
             x0 = torch.zeros(self.problem.d, dtype=self.problem.dtype, device=self.problem.device)
+        return x0
+
+    def start(self, x0: torch.Tensor | None = None) -> None:
+        """Round 0: the method's initialization."""
+        if x0 is None:
+            x0 = self.initial_point()
         t0 = time.perf_counter()
         self.method.init(x0.clone())
         self.wall += time.perf_counter() - t0

@@ -12,6 +12,13 @@ components it takes (``uses``: an uplink ``compressor``, a ``down_compressor``, 
   ``self.x``, the model the metrics evaluate.
 
 A method never counts anything: the channel counts bits, the problem counts oracle calls.
+
+A method may declare ``replica_batched = True``: its ``init``/``step`` are written so that they
+also run on R stacked replicas (the model x of shape (R, d), client state (R, n, d), ``gamma`` an
+(R, 1) tensor): it forms client inputs with :meth:`Method.at_clients`, compresses with
+:meth:`Method.compress`, and keeps every tensor attribute replica-stacked. The batched runner
+(:mod:`optsim.experiment.batched`) then runs a grid of stepsizes as one computation whenever
+:meth:`Method.replicable` holds (no randomness, so each replica equals its separate run).
 """
 from __future__ import annotations
 
@@ -75,6 +82,8 @@ class Method:
     paper: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     uses: ClassVar[tuple[str, ...]] = ()
+    #: init/step also run replica-stacked (see the module docstring)
+    replica_batched: ClassVar[bool] = False
 
     x: torch.Tensor
 
@@ -115,13 +124,35 @@ class Method:
     def step(self) -> None:
         raise NotImplementedError
 
+    def replicable(self) -> bool:
+        """Whether R copies of this run (differing only in the stepsize or the seed) can run
+        replica-stacked with each copy equal to its separate run: a ``replica_batched`` method
+        whose components draw no random numbers."""
+        if not self.replica_batched:
+            return False
+        comps = (self.compressor, self.down_compressor)
+        return (all(c is None or not c.randomized for c in comps)
+                and (self.sampler is None or self.sampler.is_full))
+
     # ---- helpers for subclasses ------------------------------------------------------------------
     def zeros_clients(self) -> torch.Tensor:
         return torch.zeros(self.n, self.d, dtype=self.problem.dtype, device=self.problem.device)
 
+    def at_clients(self, x: torch.Tensor) -> torch.Tensor:
+        """The server model ``x`` (d,) as every client's input (n, d) (a view; (R, d) -> (R, n, d))."""
+        return x.unsqueeze(-2).expand(*x.shape[:-1], self.n, self.d)
+
     def compress(self, X: torch.Tensor, clients=None) -> Message:
-        """The uplink compressor applied to client rows X."""
-        return self.compressor(X, self.ctx.generator("compressor"), clients)
+        """The uplink compressor applied to client rows X ((m, d), or replica-stacked (R, m, d)
+        for a deterministic compressor whose bits do not depend on the replica)."""
+        if X.ndim == 2:
+            return self.compressor(X, self.ctx.generator("compressor"), clients)
+        msg = self.compressor(X.reshape(-1, X.shape[-1]), None, clients)
+        bits = msg.bits.view(-1, X.shape[-2])
+        if not bool((bits == bits[:1]).all()):
+            raise ValueError(f"{self.compressor.describe()} sends a different number of bits in each replica: "
+                             "run these configs unbatched")
+        return Message(msg.values.view(X.shape), bits[0].clone(), origin=(self.compressor, X))
 
     def compress_down(self, x: torch.Tensor) -> Message:
         """The downlink compressor applied to one server vector (a one-row message)."""

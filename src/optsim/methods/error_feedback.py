@@ -92,6 +92,7 @@ class EF21(Method):
     paper = "Richtárik, Sokolov, Fatkhullin (2021), EF21: a new, simpler, theoretically better, and practically faster error feedback, Alg. 1"
     uses = ("compressor", "sampler")
     Params = EF21Params
+    replica_batched = True
 
     @property
     def partial(self) -> bool:
@@ -106,7 +107,7 @@ class EF21(Method):
 
     def init(self, x0):
         self.x = x0
-        G = self.problem.grads(x0.expand(self.n, self.d))
+        G = self.problem.grads(self.at_clients(x0))
         msg = self.channel.dense(G) if self.params.init_full else self.compress(G)
         self.G = msg.values.clone()
         self.g = self.channel.uplink(msg)
@@ -115,7 +116,7 @@ class EF21(Method):
         if self.partial:
             return self._step_partial()
         self.x = self.channel.broadcast(self.x - self.gamma * self.g)
-        G = self.problem.grads(self.x.expand(self.n, self.d))
+        G = self.problem.grads(self.at_clients(self.x))
         msg = self.compress(G - self.G)
         self.G.add_(msg.values)
         self.g = self.g + self.channel.uplink(msg)
@@ -172,7 +173,7 @@ class EF21BC(Method):
 
     def init(self, x0):
         self.x = x0
-        G = self.problem.grads(x0.expand(self.n, self.d))
+        G = self.problem.grads(self.at_clients(x0))
         msg = self.channel.dense(G) if self.params.init_full else self.compress(G)
         self.Gt = msg.values.clone()
         self.gt = self.channel.uplink(msg)

@@ -22,6 +22,7 @@ class GD(Method):
 
     name = "gd"
     paper = "Nesterov (2004), Introductory Lectures on Convex Optimization, Sec. 2.1.5 (gradient method)"
+    replica_batched = True
 
     def theory_stepsize(self):
         return 1.0 / self.problem.L
@@ -30,8 +31,7 @@ class GD(Method):
         self.x = x0
 
     def step(self):
-        X = self.x.expand(self.n, self.d)
-        g = self.channel.uplink(self.problem.grads(X))
+        g = self.channel.uplink(self.problem.grads(self.at_clients(self.x)))
         self.x = self.channel.broadcast(self.x - self.gamma * g)
 
 

@@ -70,6 +70,10 @@ class Problem:
         (batched runs; subclasses override it with one batched computation)."""
         return torch.stack([self._grads(X, None) for X in Xs])
 
+    def _losses_many(self, Xs: torch.Tensor) -> torch.Tensor:
+        """Local losses of several models at once: (R, n, d) -> (R, n) (batched runs' metrics)."""
+        return torch.stack([self._losses(X, None) for X in Xs])
+
     def _sample_grads(self, X, rows, idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no per-sample gradients")
 

@@ -104,15 +104,27 @@ class GLMProblem(Problem):
         coef = w * self._dphi(self._zt(rows, X), b)
         return torch.bmm(coef.unsqueeze(1), A).squeeze(1) + self._dreg(X)
 
+    def _z_many(self, Xs):
+        """z[i, r, j] = a_ij^T x_ri for (R, n, d) models: (n, R, M). When every client of a replica
+        holds the same model (an expand()ed server model), one (n M x d)(d x R) product."""
+        if Xs.stride(1) == 0:
+            return (self.A.view(-1, self.d) @ Xs[:, 0].T).view(self.n, -1, Xs.shape[0]).transpose(1, 2)
+        return torch.bmm(Xs.transpose(0, 1).contiguous(), self.At)
+
     def _grads_many(self, Xs):
         """(R, n, d) -> (R, n, d): per client one (R x d)(d x M) and one (R x M)(M x d) product."""
-        Xn = Xs.transpose(0, 1).contiguous()  # (n, R, d)
-        coef = self.w[:, None, :] * self._dphi(torch.bmm(Xn, self.At), self.b[:, None, :])
-        return torch.bmm(coef, self.A).transpose(0, 1) + self._dreg(Xs)
+        coef = self.w[:, None, :] * self._dphi(self._z_many(Xs), self.b[:, None, :])
+        shared = Xs[:, :1] if Xs.stride(1) == 0 else Xs  # the regularizer once per distinct model
+        return torch.bmm(coef, self.A).transpose(0, 1) + self._dreg(shared)
 
     def _losses(self, X, rows):
         _, b, w = self._data(rows)
         return (w * self._phi(self._zt(rows, X), b)).sum(-1) + self._reg(X)
+
+    def _losses_many(self, Xs):
+        shared = Xs[:, :1] if Xs.stride(1) == 0 else Xs
+        return (self.w[:, None, :] * self._phi(self._z_many(Xs), self.b[:, None, :])).sum(-1).T + self._reg(shared)
+
 
     def _sample_grads(self, X, rows, idx):
         # gather only the sampled rows (not the clients' whole data first)
