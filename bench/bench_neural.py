@@ -11,29 +11,31 @@ measured in the same run:
 * ``loop func.grad``: for each client, ``torch.func.grad`` of the same pure loss (the vmapped
   function without the vmap).
 
-It checks that all three give the same gradients and prints the ratios loop / vmap (target >= 10
-on CPU). Data: scikit-learn's digits split among ``--clients`` clients, MLP 64-``--hidden``-10.
+The three are timed in turn within each round (the same machine load); it checks that all three
+give the same gradients and prints median times and the median over rounds of the ratios
+loop / vmap (target >= 10 on CPU). Data: scikit-learn's digits split among ``--clients`` clients, MLP 64-``--hidden``-10.
 
-    python bench/bench_neural.py [--clients 100] [--hidden 32] [--repeats 5] [--threads 1] [--device cpu|cuda]
+    python bench/bench_neural.py [--clients 100] [--hidden 32] [--repeats 15] [--threads 1] [--device cpu|cuda]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 
 import torch
 import torch.nn as nn
 from torch.func import grad
 
 from optsim.problems.neural import neural_problem
-from timing import median_time
+from timing import interleaved, median_ratio
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -69,14 +71,15 @@ def main() -> None:
 
     G = vmapped()
     err = max(float((loop_autograd() - G).abs().max()), float((loop_func() - G).abs().max()))
-    t_v = median_time(vmapped, args.repeats, device)
-    t_a = median_time(loop_autograd, args.repeats, device)
-    t_f = median_time(loop_func, args.repeats, device)
+    ts = interleaved({"vmap": vmapped, "autograd": loop_autograd, "func": loop_func}, args.repeats, device)
+    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
     print(f"MLP 64-{args.hidden}-10 (d = {p.d}), {p.n} clients x {int(p.m.min())}-{int(p.m.max())} samples, "
-          f"{device.type}, threads = {torch.get_num_threads()}; max |difference| = {err:.1e}")
-    print(f"  batched (vmap)      {1e3 * t_v:8.2f} ms")
-    print(f"  loop autograd       {1e3 * t_a:8.2f} ms   ratio loop / vmap = {t_a / t_v:6.1f}")
-    print(f"  loop func.grad      {1e3 * t_f:8.2f} ms   ratio loop / vmap = {t_f / t_v:6.1f}")
+          f"{device.type}, threads = {torch.get_num_threads()}, {args.repeats} interleaved rounds; "
+          f"max |difference| = {err:.1e}")
+    print(f"  batched (vmap)      {med['vmap']:8.2f} ms")
+    print(f"  loop autograd       {med['autograd']:8.2f} ms   ratio loop / vmap = "
+          f"{median_ratio(ts['autograd'], ts['vmap']):6.1f}")
+    print(f"  loop func.grad      {med['func']:8.2f} ms   ratio loop / vmap = {median_ratio(ts['func'], ts['vmap']):6.1f}")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,31 @@ def test_newton_schulz_scalar_map_range():
     assert 0.68 <= float(y.min()) and float(y.max()) <= 1.14
 
 
+@pytest.mark.parametrize("shape", [(37, 5, 8), (3, 4, 9, 6), (20, 64, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_newton_schulz_cpu_chunks_equal_one_batched_iteration(shape, dtype, monkeypatch):
+    """The CPU path (cache-sized chunks, preallocated buffers) does the plain batched iteration's arithmetic."""
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+    def plain(G):  # the batched iteration written out (wide orientation, one chunk)
+        X = G.mT if G.shape[-2] > G.shape[-1] else G
+        X = X / X.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)
+        for a, b, c in L._schedule(L.MUON_NS_COEFFICIENTS, 5):
+            A = X @ X.mT
+            X = a * X + (b * A + c * A @ A) @ X
+        return X.mT if G.shape[-2] > G.shape[-1] else X
+
+    ref = plain(G)
+    for budget in (1, 3000, L.NS_CPU_CHUNK_BYTES, 1 << 40):  # one matrix per chunk .. everything at once
+        monkeypatch.setattr(L, "NS_CPU_CHUNK_BYTES", budget)
+        out = L.newton_schulz(G)
+        assert out.shape == G.shape and out.dtype == dtype
+        torch.testing.assert_close(out, ref, atol=1e-5 if dtype == torch.float32 else 1e-12, rtol=0)
+    Gr = G.clone().requires_grad_()  # autograd records the call: the differentiable batched iteration
+    L.newton_schulz(Gr).sum().backward()
+    assert Gr.grad is not None and torch.isfinite(Gr.grad).all()
+
+
 def test_newton_schulz_batched_equals_loop_and_schedule():
     G = torch.randn(6, 8, 5, generator=_gen(9))
     assert torch.allclose(L.newton_schulz(G), torch.stack([L.newton_schulz(x) for x in G]), atol=1e-6)

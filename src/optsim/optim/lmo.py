@@ -118,8 +118,11 @@ def newton_schulz(
     ``CUBIC_NS_COEFFICIENTS`` they converge to 1 as ``steps`` grows (30 steps: 1 to double
     precision for inputs in ``[1e-3, 1]``).
 
-    Works on ``(..., m, n)``: every leading dimension is a batch dimension and each step is two
-    batched matmuls (``torch.baddbmm``). Wide orientation is used internally (``m <= n``).
+    Works on ``(..., m, n)``: every leading dimension is a batch dimension and each step is three
+    batched matmuls (``bmm``, two ``baddbmm``). Wide orientation is used internally (``m <= n``:
+    the Gram matrix ``X X^T`` is the smaller side). On the CPU the batch runs in cache-sized
+    chunks into preallocated buffers (:func:`_newton_schulz_cpu`); on other devices, or when
+    autograd records the call, as one batched iteration.
 
     Args:
         G: tensor of shape ``(..., m, n)``.
@@ -148,15 +151,53 @@ def newton_schulz(
         X = X.mT
     batch_shape, (m, n) = X.shape[:-2], X.shape[-2:]
     X = X.reshape(-1, m, n)
-    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp_min(eps)
-    for a, b, c in sched:
-        A = torch.bmm(X, X.mT)
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        X = torch.baddbmm(X, B, X, beta=a)
+    if X.device.type == "cpu" and not (X.requires_grad and torch.is_grad_enabled()):
+        X = _newton_schulz_cpu(X, sched, eps)
+    else:
+        X = X / X.norm(dim=(-2, -1), keepdim=True).clamp_min(eps)
+        for a, b, c in sched:
+            A = torch.bmm(X, X.mT)
+            B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+            X = torch.baddbmm(X, B, X, beta=a)
     X = X.reshape(*batch_shape, m, n)
     if transpose:
         X = X.mT
     return X.to(out_dtype)
+
+
+#: working set (bytes) of one chunk of matrices in the CPU Newton-Schulz iteration: about half a core's L2
+NS_CPU_CHUNK_BYTES = 1 << 20
+
+
+def _newton_schulz_cpu(X: Tensor, sched, eps: float) -> Tensor:
+    """The iteration of :func:`newton_schulz` on a (k, m, n) batch (m <= n) on the CPU, chunk by chunk.
+
+    A batch that does not fit in the cache streams every matrix through memory at each of the
+    3 x steps products, where a per-matrix loop keeps its matrix in cache (and the batched call
+    was no faster than the loop on one thread). Here all steps run on a chunk of matrices whose
+    iterate, Gram matrix, polynomial and next iterate fit in ``NS_CPU_CHUNK_BYTES``, before the
+    next chunk; the products write into buffers allocated once (``out=``), so the call makes
+    three allocations in all. The arithmetic is the same as the plain batched iteration."""
+    k, m, n = X.shape
+    out = torch.empty((k, m, n), dtype=X.dtype)
+    per = X.element_size() * 2 * (m * n + m * m)  # X, next X, A = X X^T, B = b A + c A^2
+    chunk = max(1, min(k, NS_CPU_CHUNK_BYTES // per))
+    bufA = torch.empty((chunk, m, m), dtype=X.dtype)
+    bufB = torch.empty((chunk, m, m), dtype=X.dtype)
+    bufY = torch.empty((chunk, m, n), dtype=X.dtype)
+    for s in range(0, k, chunk):
+        e = min(k, s + chunk)
+        A, B, cur, nxt = bufA[: e - s], bufB[: e - s], out[s:e], bufY[: e - s]
+        G = X[s:e]
+        torch.div(G, G.norm(dim=(-2, -1), keepdim=True).clamp_min(eps), out=cur)
+        for a, b, c in sched:
+            torch.bmm(cur, cur.mT, out=A)
+            torch.baddbmm(A, A, A, beta=b, alpha=c, out=B)
+            torch.baddbmm(cur, B, cur, beta=a, out=nxt)
+            cur, nxt = nxt, cur
+        if cur.data_ptr() != out[s:e].data_ptr():
+            out[s:e].copy_(cur)
+    return out
 
 
 def ns_scalar_map(s: Tensor, steps: int = 5, coefficients: Coefficients = MUON_NS_COEFFICIENTS) -> Tensor:

@@ -329,8 +329,9 @@ class NeuralProblem(Problem):
         """As :meth:`_loss_of`, with the parameters given as a dict of blocks."""
         return (_per_sample_ce(functional_call(self.module, blocks, (inputs,)), targets) * w).sum()
 
-    def _loss_grads(self, X, inputs, targets, w):
-        """Per-row losses (m,) and gradients (m, d), as one (m, d + 1) tensor [G | losses].
+    def _loss_grads(self, X, inputs, targets, w, with_losses: bool = True):
+        """Per-row losses (m,) and gradients (m, d), as one (m, d + 1) tensor [G | losses]
+        (``with_losses=False``: the contiguous (m, d) gradients only).
 
         The forward pass is vmapped over the rows (``torch.func.vmap`` of ``functional_call``);
         the backward is one ``torch.autograd.grad`` of the sum of the rows' losses (row i's loss
@@ -343,10 +344,11 @@ class NeuralProblem(Problem):
                       for b in self.layout}
             losses = self._vloss_blocks(leaves, inputs, targets, w)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
-        return torch.cat([g.reshape(m, -1) for g in grads] + [losses.detach()[:, None]], dim=1)
+        tail = [losses.detach()[:, None]] if with_losses else []
+        return torch.cat([g.reshape(m, -1) for g in grads] + tail, dim=1)
 
     def _grads_rows(self, X, inputs, targets, w):
-        return self._loss_grads(X, inputs, targets, w)[:, :-1]
+        return self._loss_grads(X, inputs, targets, w, with_losses=False)
 
     def initial_point(self) -> torch.Tensor:
         """The module's (seeded) initialization, flattened."""
