@@ -106,9 +106,10 @@ class GLMProblem(Problem):
 
     def _z_many(self, Xs):
         """z[i, r, j] = a_ij^T x_ri for (R, n, d) models: (n, R, M). When every client of a replica
-        holds the same model (an expand()ed server model), one (n M x d)(d x R) product."""
+        holds the same model (an expand()ed server model), the R models multiply every client's
+        data without being copied per client."""
         if Xs.stride(1) == 0:
-            return (self.A.view(-1, self.d) @ Xs[:, 0].T).view(self.n, -1, Xs.shape[0]).transpose(1, 2)
+            return torch.matmul(Xs[:, 0], self.At)
         return torch.bmm(Xs.transpose(0, 1).contiguous(), self.At)
 
     def _grads_many(self, Xs):
