@@ -4,7 +4,8 @@ VR-MARINA against what their theory predicts.
 Small synthetic problems (5 clients x 20 samples, d = 10). The checks: the (eta, omega) and 3PC
 inequalities hold for the constants we assign (Monte Carlo), special cases reproduce existing
 methods iterate for iterate (EF-BV -> DIANA / EF21, DCGD-SHIFT -> DCGD / DIANA, 3PC -> EF21,
-CLAG -> EF21 / LAG, DASHA-PP -> DASHA, DASHA-PAGE -> DASHA), convergence to 1e-10 with theory
+CLAG -> EF21 / LAG, DASHA-PP -> DASHA, DASHA-PP-PAGE -> DASHA-PAGE, DASHA-PP-MVR -> DASHA-MVR,
+DASHA-PAGE -> DASHA), convergence to 1e-10 with theory
 defaults where the theory promises it, a plateau where it does not, and exact bit / oracle counts.
 """
 from __future__ import annotations
@@ -314,6 +315,132 @@ def test_dasha_pp_parameters_and_costs(nonconvex):
             assert usage.bits_down[i] == (64 * D if stale else 32 * D if i in S else 0.0)
             assert usage.bits_up[i] == (2 * (32 + IDX) if i in S else 0.0)
         prev = S
+    nonconvex.attach(None)
+
+
+def _lockstep_costs(problem, spec_a, spec_b, rounds):
+    """Largest iterate difference over ``rounds`` rounds, and the per-client oracle calls and bits of
+    the two methods' meters (round 0 included)."""
+    (a, ma), (b, mb) = _build(problem, spec_a), _build(problem, spec_b)
+    x0 = torch.zeros(problem.d, dtype=problem.dtype)
+    diff = 0.0
+    for k in range(rounds + 1):
+        for method, meter in ((a, ma), (b, mb)):
+            problem.attach(meter)
+            method.init(x0.clone()) if k == 0 else method.step()
+            meter.close_round()
+        diff = max(diff, float((a.x - b.x).abs().max()))
+    problem.attach(None)
+    costs = [(m.oracle["grad"], m.bits_up, m.bits_down) for m in (ma, mb)]
+    return diff, float(a.x.norm()), costs, (a, b)
+
+
+@pytest.mark.parametrize("variant, base, extra", [
+    ("dasha_pp_page", "dasha_page", {"batch_size": 2}),
+    ("dasha_pp_mvr", "dasha_mvr", {"batch_size": 2}),
+    ("dasha_pp_mvr", "dasha_mvr", {"batch_size": 2, "init_batch_size": 4, "b": 0.3})], ids=["page", "mvr", "mvr-init-minibatch"])
+def test_dasha_pp_estimators_with_full_participation_are_dasha(nonconvex, variant, base, extra):
+    """Full participation (p_a = 1): DASHA-PP-PAGE is DASHA-PAGE (b / p = 1) and DASHA-PP-MVR is
+    DASHA-MVR, iterate for iterate with the theory defaults, and they cost the same."""
+    diff, size, costs, (a, b) = _lockstep_costs(nonconvex, {"name": variant, "compressor": RANDK, **extra},
+                                                {"name": base, "compressor": RANDK, **extra}, 300)
+    assert diff < 1e-12 * size and size > 1e-2  # the iterates moved (MVR's theory stepsize is small)
+    assert a.gamma == b.gamma and a.a == b.a
+    if variant == "dasha_pp_page":
+        assert a.p == b.p and a.b == a.p
+    else:
+        assert a.b == b.b
+    (ga, ua, da), (gb, ub, db) = costs
+    assert torch.allclose(ga, gb, rtol=1e-12) and torch.equal(ua, ub) and torch.equal(da, db)
+    assert bool((ga > 1).all()) and bool((ua > 300 * 2 * 32).all())
+
+
+@pytest.mark.parametrize("sampler", [{"name": "nice", "tau": 2}, {"name": "independent", "p": 0.5}], ids=["nice", "independent"])
+def test_dasha_pp_page_reaches_1e_10_with_theory_parameters(nonconvex, sampler):
+    """Finite sums: the PAGE estimator has no noise floor, DASHA-PP-PAGE converges to 1e-10 with a
+    fraction of the full local gradients per round."""
+    t = _run(nonconvex, {"name": "dasha_pp_page", "compressor": RANDK, "sampler": sampler, "batch_size": 5}, 10000,
+             tol=1e-10)
+    assert t.meta.get("reached_tol")
+    p_a = participation(Nice(N, 2) if sampler["name"] == "nice" else Independent(N, 0.5), N)[0]
+    # per round at most p_a (2 gradients in full rounds (prob. p = 5/25), 2 x 5 of 20 samples otherwise) per client
+    assert t["grad_evals"][-1] < 1 + t["round"][-1] * p_a * (0.2 * 2 + 0.8 * 0.5) * 1.15
+
+
+def test_dasha_pp_page_parameters_and_costs(nonconvex):
+    """a = p_a / (2 omega + 1), b = p p_a / (2 - p_a); only the tau sampled clients compute and send:
+    full rounds 1 gradient (2 for a client whose grad f_i(x) is not known from the previous round),
+    minibatch rounds 2 B / m; x goes down again to the clients that missed the previous round."""
+    B = 5
+    m, meter = _build(nonconvex, {"name": "dasha_pp_page", "compressor": RANDK, "sampler": {"name": "nice", "tau": 2},
+                                  "batch_size": B})
+    w, p = D / 2 - 1, B / (M + B)
+    assert m.p == pytest.approx(p) and m.a == pytest.approx(0.4 / (2 * w + 1)) and m.b == pytest.approx(p * 0.4 / 1.6)
+    Lm2 = float((nonconvex.L_samples.pow(2).sum(1) / M).max())
+    s = (48 * w * (2 * w + 1) + 16 * (w + 1) * (1 - (2 / 20) / 0.4)) / (N * 0.16) * (nonconvex.L_tilde ** 2 + (1 - p) * Lm2 / B)
+    assert m.gamma == pytest.approx(1 / (nonconvex.L + math.sqrt(s + 2 * (1 - p) * Lm2 / (p * N * B) / 0.16)))
+    m.init(torch.zeros(D, dtype=torch.float64))
+    meter.close_round()
+    prev, fulls, known = set(range(N)), 0, set(range(N))
+    for _ in range(200):
+        m.step()
+        usage = meter.close_round()
+        S = set(torch.nonzero(usage.bits_up).flatten().tolist())
+        assert len(S) == 2
+        fulls += m.last_full
+        for i in range(N):
+            stale = i in S and i not in prev
+            if i not in S:
+                want = 0.0
+            elif m.last_full:
+                want = 1.0 if i in known else 2.0
+            else:
+                want = 2 * B / M
+            assert usage.oracle["grad"][i] == pytest.approx(want)
+            assert usage.bits_down[i] == (64 * D if stale else 32 * D if i in S else 0.0)
+            assert usage.bits_up[i] == (2 * (32 + IDX) if i in S else 0.0)
+        known = S if m.last_full else set()
+        prev = S
+    assert 20 <= fulls <= 70  # p = 0.2 of 200 rounds
+    nonconvex.attach(None)
+
+
+def test_dasha_pp_mvr_estimator_error_matches_theory(nonconvex):
+    """MVR under partial participation: with e_i = h_i - grad f_i(x), a client takes part with
+    probability p_a and then e_i+ = (1 - b / p_a) e_i + (b / p_a) (noise of one minibatch), so
+    E||e_i||^2 settles at b sigma_i^2 / (B (2 p_a - b)) (small steps). Checked for three b, with the
+    measured one-sample variance sigma_i^2 at the iterates; the noise floor of ||grad f||^2 falls with b."""
+    p_a, B = 0.4, 1
+
+    def variance(x):  # mean over clients of the one-sample gradient variance at x
+        X = x.reshape(1, -1).expand(N, D)
+        per = nonconvex._dphi(torch.bmm(nonconvex.A, X.unsqueeze(-1)).squeeze(-1), nonconvex.b).unsqueeze(-1) * nonconvex.A
+        mean = (nonconvex.w.unsqueeze(-1) * per).sum(1, keepdim=True)
+        return float((nonconvex.w * (per - mean).pow(2).sum(-1)).sum(1).mean())
+
+    floor = {}
+    for b in (0.25, 0.05, 0.01):
+        m, meter = _build(nonconvex, {"name": "dasha_pp_mvr", "compressor": "identity", "b": b, "stepsize": 0.02,
+                                      "sampler": {"name": "nice", "tau": 2}})
+        m.init(torch.zeros(D, dtype=torch.float64))
+        meter.close_round()
+        err, pred, g = [], [], []
+        for k in range(3000):
+            m.step()
+            usage = meter.close_round()
+            S = torch.nonzero(usage.bits_up).flatten()
+            assert torch.equal(usage.oracle["grad"][S], torch.full((2,), 2 * B / M, dtype=torch.float64))
+            assert int((usage.oracle["grad"] > 0).sum()) == 2
+            if k >= 1000 and k % 5 == 0:
+                err.append(float((m.H - nonconvex._grads(m.x.expand(N, D), None)).pow(2).sum(1).mean()))
+                pred.append(variance(m.x) * b / (B * (2 * p_a - b)))
+                g.append(float(nonconvex.full_grad(m.x).pow(2).sum()))
+        assert 0.8 < np.mean(err) / np.mean(pred) < 1.25, (b, np.mean(err), np.mean(pred))
+        floor[b] = np.median(g)
+        nonconvex.attach(None)
+    assert floor[0.01] < 0.5 * floor[0.25]
+    m, _ = _build(nonconvex, {"name": "dasha_pp_mvr", "compressor": RANDK, "sampler": {"name": "nice", "tau": 2}})
+    assert m.b <= p_a / (2 - p_a) and m.a == pytest.approx(p_a / (2 * (D / 2 - 1) + 1))
     nonconvex.attach(None)
 
 

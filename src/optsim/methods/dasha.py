@@ -1,5 +1,5 @@
 """DASHA (gradient, finite-sum PAGE and stochastic MVR estimators), DASHA-PP (partial
-participation) and VR-MARINA.
+participation, with the same three estimators) and VR-MARINA.
 
 DASHA keeps, on each client, an estimator h_i of its gradient and a compressed-and-corrected copy
 g_i known to the server; every round every (participating) client sends one compressed vector,
@@ -17,8 +17,8 @@ from ..sampling import Independent, Nice
 from .base import Method, MethodParams, register_method
 from .variance_reduced import PAGE, expected_density
 
-__all__ = ["DASHA", "DASHAPAGE", "DASHAMVR", "DASHAPP", "VRMARINA", "dasha_stepsize", "dasha_pp_stepsize",
-           "per_sample_smoothness", "gradient_variance"]
+__all__ = ["DASHA", "DASHAPAGE", "DASHAMVR", "DASHAPP", "DASHAPPPAGE", "DASHAPPMVR", "VRMARINA", "dasha_stepsize",
+           "dasha_pp_stepsize", "dasha_pp_vr_stepsize", "mvr_momentum", "per_sample_smoothness", "gradient_variance"]
 
 
 def per_sample_smoothness(problem) -> float:
@@ -50,6 +50,17 @@ def gradient_variance(problem, x: torch.Tensor) -> float:
     per = problem._dphi(z, b).unsqueeze(-1) * A  # (n, M, d), the regularizer cancels in the variance
     mean = (w.unsqueeze(-1) * per).sum(1, keepdim=True)
     return float((w * (per - mean).pow(2).sum(-1)).sum(1).max())
+
+
+def mvr_momentum(problem, omega: float, eps: float, batch_size: int) -> float:
+    """DASHA-MVR's default momentum (Cor. 6.8 of arXiv 2202.01268, our reading):
+    b = min(sqrt(t) / omega, t), t = n eps B / sigma^2, clipped to (0, 1]; sigma^2 is the one-sample
+    gradient variance at x = 0 (:func:`gradient_variance`)."""
+    x0 = torch.zeros(problem.d, dtype=problem.dtype, device=problem.device)
+    s2 = max(gradient_variance(problem, x0), 1e-300)
+    t = problem.n * eps * batch_size / s2
+    b = t if omega == 0 else min(math.sqrt(t) / omega, t)
+    return float(min(1.0, max(b, 1e-12)))
 
 
 def dasha_stepsize(L: float, L_hat: float, omega: float, n: int, extra: float = 0.0, c: float = 16.0,
@@ -226,11 +237,7 @@ class DASHAMVR(_DASHABase):
         if self.params.b is not None:
             return float(self.params.b)
         if not hasattr(self, "_b_default"):
-            x0 = torch.zeros(self.d, dtype=self.problem.dtype, device=self.problem.device)
-            s2 = max(gradient_variance(self.problem, x0), 1e-300)
-            t = self.n * self.params.eps * self.params.batch_size / s2
-            b = t if self.omega == 0 else min(math.sqrt(t) / self.omega, t)
-            self._b_default = float(min(1.0, max(b, 1e-12)))
+            self._b_default = mvr_momentum(self.problem, self.omega, self.params.eps, self.params.batch_size)
         return self._b_default
 
     def theory_stepsize(self):
@@ -276,6 +283,15 @@ def dasha_pp_stepsize(L: float, L_hat: float, omega: float, n: int, p_a: float, 
     return 1.0 / (L + L_hat * math.sqrt(s))
 
 
+def dasha_pp_vr_stepsize(L: float, omega: float, n: int, p_a: float, p_aa: float, inner: float,
+                         extra: float) -> float:
+    """gamma = (L + sqrt((48 omega (2 omega + 1) + 16 (omega + 1)(1 - p_aa / p_a)) / (n p_a^2) inner
+    + extra / p_a^2))^{-1}: DASHA-PAGE's / DASHA-MVR's stepsize (``inner``, ``extra`` as there) with
+    n -> n p_a^2 and the participation term of :func:`dasha_pp_stepsize` (see :class:`DASHAPPPAGE`)."""
+    s = (48 * omega * (2 * omega + 1) + 16 * (omega + 1) * (1 - p_aa / p_a)) / (n * p_a ** 2) * inner
+    return 1.0 / (L + math.sqrt(s + extra / p_a ** 2))
+
+
 class DASHAPPParams(MethodParams):
     #: momentum a; default p_a / (2 omega + 1)
     a: float | None = Field(None, gt=0, le=1)
@@ -283,37 +299,23 @@ class DASHAPPParams(MethodParams):
     b: float | None = Field(None, gt=0, le=1)
 
 
-@register_method
-class DASHAPP(Method):
-    """DASHA-PP: Tyurin, Richtárik (2022), "A computation and communication efficient method for
-    distributed nonconvex problems in the partial participation setting" (arXiv 2205.15580),
-    Algorithm 1 with the gradient-setting estimator. Each client takes part with probability p_a
-    (``sampler``: full, nice or uniform independent); after x+ = x - gamma g, a participating client i
-    (which gets x+ and, if it missed the previous round, x) computes
+class _DASHAPPBase(Method):
+    """The DASHA-PP round (arXiv 2205.15580, Algorithm 1) around the estimator's increment k_i given
+    by :meth:`_k`: after x+ = x - gamma g, every participating client i computes k_i and
 
-        k_i = grad f_i(x+) - grad f_i(x) - b (h_i - grad f_i(x)),
-        m_i = C_i(k_i / p_a - (a / p_a)(g_i - h_i)),   h_i += k_i / p_a,   g_i += m_i,
+        m_i = C_i(k_i / p_a - (a / p_a)(g_i - h_i)),   h_i += k_i / p_a,   g_i += m_i;
 
-    the others keep h_i, g_i; the server adds g += (1/n) sum_{i in S} m_i (no reweighting). With the
-    full sampler (p_a = 1, b = 1) this is :class:`DASHA` (same iterates up to floating-point
-    rounding of h_i + (grad f_i(x+) - h_i)). A client that took part in the previous round reuses its
-    grad f_i(x) (one gradient per round, as DASHA); otherwise it computes it (two).
-
-    Parameters: a = p_a / (2 omega + 1), b = p_a / (2 - p_a) (they minimize the contraction factors
-    of g_i - h_i and h_i - grad f_i, as in the paper's theorem). Stepsize: the paper's theorem has
-    gamma = (L + L_hat sqrt(c1 omega (2 omega + 1) / (n p_a^2) + c2 (1 - p_aa / p_a) / (n p_a^2)))^{-1}
-    with p_aa the probability that two clients both take part; its constants could not be re-read.
-    We use (48 omega (2 omega + 1) + 16 (omega + 1)(1 - p_aa / p_a)) / (n p_a^2) under the root, a
-    bound our own Lyapunov derivation (f + (gamma/a) ||g - h||^2 + (gamma/b) ||h - grad f||^2 +
-    per-client terms) shows sufficient: it needs 16 omega (4 omega + 1) + 16 (omega + 1)(1 - p_aa/p_a)
-    there. With the full sampler the method is DASHA and DASHA's Theorem 6.1 stepsize is used.
+    the others keep h_i, g_i; the server adds g += (1/n) sum_{i in S} m_i (no reweighting).
+    Participating clients get x+; those that missed the previous round also get x when the
+    estimator reads it. Each client keeps its last full local gradient and the round of the model
+    it belongs to, so a client that computed grad f_i(x) in the previous round does not compute it
+    again.
     """
 
-    name = "dasha_pp"
-    paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
-             "nonconvex problems in the partial participation setting, Alg. 1 (DASHA-PP)")
     uses = ("compressor", "sampler")
     Params = DASHAPPParams
+    #: whether the estimator computes full local gradients (then h_i^0 = grad f_i(x^0) is kept as well)
+    full_gradients = True
 
     def check(self):
         participation(self.sampler, self.n)
@@ -328,24 +330,25 @@ class DASHAPP(Method):
 
     @property
     def b(self) -> float:
-        return self.params.b if self.params.b is not None else self.p_a / (2 - self.p_a)
+        return self.params.b if self.params.b is not None else self._default_b()
 
-    def theory_stepsize(self):
-        p = self.problem
-        p_a, p_aa = participation(self.sampler, self.n)
-        if p_a >= 1:
-            return dasha_stepsize(p.L, p.L_tilde, self.omega, self.n)
-        return dasha_pp_stepsize(p.L, p.L_tilde, self.omega, self.n, p_a, p_aa)
+    def _default_b(self) -> float:
+        return self.p_a / (2 - self.p_a)
+
+    def _initial(self, x0) -> torch.Tensor:
+        return self.problem.grads(x0.expand(self.n, self.d))
 
     def init(self, x0):
         self.x = x0
-        H = self.problem.grads(x0.expand(self.n, self.d))
-        msg = self.channel.dense(H)
+        H = self._initial(x0)
+        msg = self.channel.dense(H)  # g_i^0 = h_i^0, sent once uncompressed
         self.H, self.G = H, msg.values.clone()
         self.g = self.channel.uplink(msg)
-        self.P = H.clone()  # each client's gradient at the model of its last round
         self.t = 0
         self.last = torch.zeros(self.n, dtype=torch.long)  # round of each client's last participation
+        if self.full_gradients:  # each client's latest full local gradient and the round of its model
+            self.P = H.clone()
+            self.known = torch.zeros(self.n, dtype=torch.long)
 
     def step(self):
         x_old = self.x
@@ -357,26 +360,257 @@ class DASHAPP(Method):
             return
         dev = self.problem.device
         S_cpu = S.cpu()
-        stale = S_cpu[self.last[S_cpu] != self.t - 1]
+        S_dev = S.to(dev)
         self.channel.broadcast(self.x, clients=S_cpu)
-        if stale.numel():
-            self.channel.broadcast(x_old, clients=stale)
-        S_dev, stale_dev = S.to(dev), stale.to(dev)
-        X = torch.cat([self.x.expand(r, self.d), x_old.expand(stale.numel(), self.d)])
-        grads = self.problem.grads(X, clients=torch.cat([S_dev, stale_dev]))
-        G_new = grads[:r]
-        self.P[stale_dev] = grads[r:]
-        G_old = self.P[S_dev]
         H = self.H[S_dev]
-        p_a, a, b = self.p_a, self.a, self.b
-        k = G_new - G_old - b * (H - G_old)
+        k = self._k(S_cpu, S_dev, x_old, H)
+        p_a, a = self.p_a, self.a
         msg = self.compress(k / p_a - (a / p_a) * (self.G[S_dev] - H), clients=S_dev)
         self.H[S_dev] = H + k / p_a
         self.G[S_dev] += msg.values
-        self.P[S_dev] = G_new
         self.last[S_cpu] = self.t
-        weights = torch.full((r,), 1.0 / self.n, dtype=G_new.dtype, device=dev)
+        weights = torch.full((r,), 1.0 / self.n, dtype=k.dtype, device=dev)
         self.g = self.g + self.channel.uplink(msg, clients=S_dev, weights=weights)
+
+    def _k(self, S_cpu, S_dev, x_old, H) -> torch.Tensor:
+        raise NotImplementedError
+
+    # helpers of the estimators
+    def _send_old(self, S_cpu, x_old) -> None:
+        """x goes to the participating clients that missed the previous round (the others hold it)."""
+        stale = S_cpu[self.last[S_cpu] != self.t - 1]
+        if stale.numel():
+            self.channel.broadcast(x_old, clients=stale)
+
+    def _full_grads(self, S_cpu, S_dev, x_old, need_old: bool):
+        """grad f_i(x+) for the clients S and, if ``need_old``, grad f_i(x): a client that computed it
+        in the previous round reuses it, the others compute it (one oracle call for both points)."""
+        r = S_cpu.shape[0]
+        if need_old:
+            self._send_old(S_cpu, x_old)
+            miss = S_cpu[self.known[S_cpu] != self.t - 1]
+        else:
+            miss = S_cpu[:0]
+        miss_dev = miss.to(self.problem.device)
+        X = torch.cat([self.x.expand(r, self.d), x_old.expand(miss.shape[0], self.d)])
+        grads = self.problem.grads(X, clients=torch.cat([S_dev, miss_dev]))
+        new = grads[:r]
+        old = None
+        if need_old:
+            if miss.numel():
+                self.P[miss_dev] = grads[r:]
+            old = self.P[S_dev]
+        self.P[S_dev] = new
+        self.known[S_cpu] = self.t
+        return new, old
+
+    def _minibatch_pair(self, S_cpu, S_dev, x_old, batch: int):
+        """Minibatch gradients of the same ``batch`` samples (drawn with replacement) of each client of
+        S at x+ and x."""
+        self._send_old(S_cpu, x_old)
+        r = S_cpu.shape[0]
+        idx = self.problem.sample_indices(batch, self.ctx.generator("noise"), S_dev)
+        X = torch.cat([self.x.expand(r, self.d), x_old.expand(r, self.d)])
+        G = self.problem.sample_grads(X, torch.cat([idx, idx]), clients=torch.cat([S_dev, S_dev]))
+        return G[:r], G[r:]
+
+
+@register_method
+class DASHAPP(_DASHAPPBase):
+    """DASHA-PP: Tyurin, Richtárik (2022), "A computation and communication efficient method for
+    distributed nonconvex problems in the partial participation setting" (arXiv 2205.15580),
+    Algorithm 1 with the gradient-setting estimator. Each client takes part with probability p_a
+    (``sampler``: full, nice or uniform independent); after x+ = x - gamma g, a participating client i
+    (which gets x+ and, if it missed the previous round, x) computes
+
+        k_i = grad f_i(x+) - grad f_i(x) - b (h_i - grad f_i(x)),
+        m_i = C_i(k_i / p_a - (a / p_a)(g_i - h_i)),   h_i += k_i / p_a,   g_i += m_i,
+
+    the others keep h_i, g_i; the server adds g += (1/n) sum_{i in S} m_i (no reweighting). With the
+    full sampler (p_a = 1, b = 1) this is :class:`DASHA` (same iterates up to floating-point
+    rounding of h_i + (grad f_i(x+) - h_i)); with b = 1 grad f_i(x) cancels and is not computed. A
+    client that took part in the previous round reuses its grad f_i(x) (one gradient per round, as
+    DASHA); otherwise it computes it (two, in the same oracle call).
+
+    Parameters: a = p_a / (2 omega + 1), b = p_a / (2 - p_a) (they minimize the contraction factors
+    of g_i - h_i and h_i - grad f_i, as in the paper's theorem). Stepsize: the paper's theorem has
+    gamma = (L + L_hat sqrt(c1 omega (2 omega + 1) / (n p_a^2) + c2 (1 - p_aa / p_a) / (n p_a^2)))^{-1}
+    with p_aa the probability that two clients both take part; its constants could not be re-read.
+    We use (48 omega (2 omega + 1) + 16 (omega + 1)(1 - p_aa / p_a)) / (n p_a^2) under the root, a
+    bound our own Lyapunov derivation (f + (gamma/a) ||g - h||^2 + (gamma/b) ||h - grad f||^2 +
+    per-client terms) shows sufficient: it needs 16 omega (4 omega + 1) + 16 (omega + 1)(1 - p_aa/p_a)
+    there. With the full sampler the method is DASHA and DASHA's Theorem 6.1 stepsize is used.
+    """
+
+    name = "dasha_pp"
+    paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
+             "nonconvex problems in the partial participation setting, Alg. 1 (DASHA-PP)")
+
+    def theory_stepsize(self):
+        p = self.problem
+        p_a, p_aa = participation(self.sampler, self.n)
+        if p_a >= 1:
+            return dasha_stepsize(p.L, p.L_tilde, self.omega, self.n)
+        return dasha_pp_stepsize(p.L, p.L_tilde, self.omega, self.n, p_a, p_aa)
+
+    def _k(self, S_cpu, S_dev, x_old, H):
+        b = self.b
+        if b == 1.0:  # grad f_i(x) cancels
+            new, _ = self._full_grads(S_cpu, S_dev, x_old, need_old=False)
+            return new - H
+        new, old = self._full_grads(S_cpu, S_dev, x_old, need_old=True)
+        return new - old - b * (H - old)
+
+
+class DASHAPPPAGEParams(DASHAPPParams):
+    #: momentum b; the full-gradient branch uses b / p. Default p p_a / (2 - p_a) (b / p = p_a / (2 - p_a))
+    b: float | None = Field(None, gt=0, le=1)
+    #: minibatch size B per participating client in the cheap rounds (sampled with replacement)
+    batch_size: PositiveInt = 1
+    #: probability of the full-gradient branch (one coin for all clients); default B / (m + B)
+    p: float | None = Field(None, gt=0, le=1)
+
+
+@register_method
+class DASHAPPPAGE(_DASHAPPBase):
+    """DASHA-PP-PAGE: DASHA-PP (arXiv 2205.15580, Algorithm 1) with the PAGE estimator on finite sums
+    f_i = (1/m_i) sum_j f_ij. With one coin c ~ Be(p) per round, shared by the clients, a participating
+    client i computes
+
+        c = 1: k_i = grad f_i(x+) - grad f_i(x) - (b / p)(h_i - grad f_i(x)),
+        c = 0: k_i = (1/B) sum_{j in I_i} (grad f_ij(x+) - grad f_ij(x)),
+
+    I_i: B samples of client i drawn uniformly with replacement, the same at both points; then the
+    DASHA-PP round (:class:`DASHAPP`): m_i = C_i(k_i / p_a - (a / p_a)(g_i - h_i)), h_i += k_i / p_a,
+    g_i += m_i, g += (1/n) sum_{i in S} m_i. h_i^0 = g_i^0 = grad f_i(x^0) (sent once in full).
+    In full rounds a client reuses grad f_i(x) if it computed it in the previous round.
+
+    With the full sampler (p_a = 1) and the default b = p, b / p = 1: the full branch gives
+    h_i+ = grad f_i(x+) and the method is :class:`DASHAPAGE` iterate for iterate (up to the rounding of
+    h_i + k_i), with the same coin, minibatches and compressor draws.
+
+    Parameters (the paper's finite-sum theorem, our reading): a = p_a / (2 omega + 1),
+    b = p p_a / (2 - p_a), p = B / (m + B) (m: mean local sample count). The stepsize constants of that
+    theorem could not be confirmed from the text: we use DASHA-PAGE's stepsize (DASHA, Thm. 6.4)
+    with n replaced by n p_a^2 and the participation term of :class:`DASHAPP`,
+    gamma = (L + sqrt((48 omega (2 omega + 1) + 16 (omega + 1)(1 - p_aa / p_a)) / (n p_a^2)
+    (L_hat^2 + (1 - p) L_max^2 / B) + 2 (1 - p) L_max^2 / (p n B p_a^2)))^{-1}, exactly DASHA-PAGE's
+    with the full sampler; L_max^2 bounded by max_i (1/m_i) sum_j L_ij^2 (:func:`per_sample_smoothness`).
+    ``last_full`` tells the latest round's coin.
+    """
+
+    name = "dasha_pp_page"
+    paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
+             "nonconvex problems in the partial participation setting, Alg. 1 with the PAGE estimator (DASHA-PP-PAGE)")
+    Params = DASHAPPPAGEParams
+
+    def check(self):
+        super().check()
+        per_sample_smoothness(self.problem)
+
+    @property
+    def p(self) -> float:
+        if self.params.p is not None:
+            return float(self.params.p)
+        B = self.params.batch_size
+        return B / (float(self.problem.m.to(torch.float64).mean()) + B)
+
+    def _default_b(self) -> float:
+        return self.p * self.p_a / (2 - self.p_a)
+
+    def theory_stepsize(self):
+        pr, p, B, n = self.problem, self.p, self.params.batch_size, self.n
+        p_a, p_aa = participation(self.sampler, n)
+        Lm2 = per_sample_smoothness(pr) ** 2
+        inner = pr.L_tilde ** 2 + (1 - p) * Lm2 / B
+        extra = 2 * (1 - p) * Lm2 / (p * n * B)
+        if p_a >= 1:
+            return dasha_stepsize(pr.L, pr.L_tilde, self.omega, n, extra=extra, c=48.0, inner=inner)
+        return dasha_pp_vr_stepsize(pr.L, self.omega, n, p_a, p_aa, inner, extra)
+
+    def _k(self, S_cpu, S_dev, x_old, H):
+        self.last_full = self.coin(self.p)
+        if self.last_full:
+            c = self.b / self.p
+            if c == 1.0:  # grad f_i(x) cancels
+                new, _ = self._full_grads(S_cpu, S_dev, x_old, need_old=False)
+                return new - H
+            new, old = self._full_grads(S_cpu, S_dev, x_old, need_old=True)
+            return new - old - c * (H - old)
+        new, old = self._minibatch_pair(S_cpu, S_dev, x_old, self.params.batch_size)
+        return new - old
+
+
+class DASHAPPMVRParams(DASHAPPParams):
+    #: MVR momentum b <= p_a / (2 - p_a); default min(p_a / (2 - p_a), DASHA-MVR's default for ``eps``)
+    b: float | None = Field(None, gt=0, le=1)
+    #: minibatch size B per participating client and round
+    batch_size: PositiveInt = 1
+    #: target accuracy eps (E||grad f||^2 <= eps) used by the default b
+    eps: float = Field(1e-4, gt=0)
+    #: minibatch of h_i^0; default: the full local gradient
+    init_batch_size: PositiveInt | None = None
+
+
+@register_method
+class DASHAPPMVR(_DASHAPPBase):
+    """DASHA-PP-MVR: DASHA-PP (arXiv 2205.15580, Algorithm 1) with the momentum variance reduction
+    estimator (stochastic setting; here samples of the finite sums drawn with replacement). A
+    participating client i draws B samples xi_i and computes, at the same samples,
+
+        k_i = grad f_i(x+; xi_i) - grad f_i(x; xi_i) - b (h_i - grad f_i(x; xi_i)),
+
+    then the DASHA-PP round (:class:`DASHAPP`): m_i = C_i(k_i / p_a - (a / p_a)(g_i - h_i)),
+    h_i += k_i / p_a, g_i += m_i, g += (1/n) sum_{i in S} m_i. h_i^0 = g_i^0: the full local gradient, or
+    a minibatch of ``init_batch_size``. With the full sampler (p_a = 1) this is :class:`DASHAMVR`
+    iterate for iterate (up to the rounding of h_i + k_i), with the same minibatches.
+
+    Parameters (the paper's stochastic theorem, our reading): a = p_a / (2 omega + 1), b in
+    (0, p_a / (2 - p_a)]; default b = min(p_a / (2 - p_a), b_MVR) with b_MVR DASHA-MVR's default for the
+    target ``eps`` (:func:`mvr_momentum`; the paper's corollary for b could not be confirmed from the
+    text). Smaller b, smaller noise floor of ||grad f||^2. Stepsize: as for :class:`DASHAPPPAGE`, the
+    theorem's constants could not be confirmed; we use DASHA-MVR's (DASHA, Thm. 6.7) with n replaced by
+    n p_a^2 and the participation term of :class:`DASHAPP`, gamma = (L + sqrt((48 omega (2 omega + 1)
+    + 16 (omega + 1)(1 - p_aa / p_a)) / (n p_a^2) (L_hat^2 + (1 - b)^2 L_sigma^2 / B)
+    + 12 L_sigma^2 / (b n B p_a^2)))^{-1}, exactly DASHA-MVR's with the full sampler.
+    """
+
+    name = "dasha_pp_mvr"
+    paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
+             "nonconvex problems in the partial participation setting, Alg. 1 with the MVR estimator (DASHA-PP-MVR)")
+    Params = DASHAPPMVRParams
+    full_gradients = False
+
+    def check(self):
+        super().check()
+        per_sample_smoothness(self.problem)
+
+    def _default_b(self) -> float:
+        if not hasattr(self, "_b_default"):
+            b = mvr_momentum(self.problem, self.omega, self.params.eps, self.params.batch_size)
+            self._b_default = min(self.p_a / (2 - self.p_a), b)
+        return self._b_default
+
+    def theory_stepsize(self):
+        pr, b, B, n = self.problem, self.b, self.params.batch_size, self.n
+        p_a, p_aa = participation(self.sampler, n)
+        Ls2 = per_sample_smoothness(pr) ** 2
+        inner = pr.L_tilde ** 2 + (1 - b) ** 2 * Ls2 / B
+        extra = 12 * Ls2 / (b * n * B)
+        if p_a >= 1:
+            return dasha_stepsize(pr.L, pr.L_tilde, self.omega, n, extra=extra, c=48.0, inner=inner)
+        return dasha_pp_vr_stepsize(pr.L, self.omega, n, p_a, p_aa, inner, extra)
+
+    def _initial(self, x0):
+        B0 = self.params.init_batch_size
+        X = x0.expand(self.n, self.d)
+        if B0 is None:
+            return self.problem.grads(X)
+        return self.problem.minibatch_grads(X, B0, self.ctx.generator("noise"))
+
+    def _k(self, S_cpu, S_dev, x_old, H):
+        new, old = self._minibatch_pair(S_cpu, S_dev, x_old, self.params.batch_size)
+        return new - old - self.b * (H - old)
 
 
 # ---- VR-MARINA ------------------------------------------------------------------------------------
