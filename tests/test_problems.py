@@ -101,6 +101,24 @@ def test_subset_of_clients(cls, glm_data):
 
 
 @pytest.mark.parametrize("cls", GLM_CLASSES, ids=lambda c: c.name)
+def test_several_points_per_client(cls, glm_data):
+    """Rows that repeat clients (x+ and x of the same clients, in any order) are the clients'
+    gradients at their own points, whichever path computes them, and each row is one oracle call."""
+    prob = _make(cls, glm_data)
+    meter = Meter(3)
+    prob.attach(meter)
+    X = _points(6, 4, seed=5)
+    clients = [2, 0, 1, 0, 2, 1]
+    G = prob.grads(X, clients=clients)
+    assert prob._spread(torch.tensor(clients)) is not None  # one pass over the data at 2 points per client
+    for j, i in enumerate(clients):
+        assert _rel_close(G[j], prob.grads(X[[j]], clients=[i])[0], 1e-13)
+    assert meter.close_round().oracle["grad"].tolist() == [4.0, 4.0, 4.0]
+    assert torch.allclose(prob.grads(X[[0, 4]], clients=[2, 2]), G[[0, 4]], rtol=1e-13)
+    prob.attach(None)
+
+
+@pytest.mark.parametrize("cls", GLM_CLASSES, ids=lambda c: c.name)
 def test_sample_grads_all_samples_is_full_gradient(cls, glm_data):
     prob = _make(cls, glm_data)
     X = _points(3, 4, seed=4)
