@@ -36,6 +36,9 @@ def a9a_like(n=100, m=326, d=123, dtype=torch.float64, seed=0, lam=1e-3,
                               lam=lam, dtype=dtype)
 
 
+PP = {"name": "nice", "tau": 50}
+
+
 def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
     """Floor and methods measured in interleaved blocks (floor, then each method, ``repeat``
     times); each figure is its best block, so a burst of load elsewhere hits them alike."""
@@ -50,7 +53,12 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
                  {"name": "dcgd_shift", "compressor": {"name": "rand_k", "k": 12}, "shift": "diana", "stepsize": 0.1},
                  {"name": "dasha", "compressor": {"name": "rand_k", "k": 12}, "stepsize": 0.1},
                  {"name": "marina", "compressor": {"name": "rand_k", "k": 12}, "stepsize": 0.1},
-                 {"name": "three_pc", "compressor": {"name": "top_k", "k": 12}, "mechanism": "clag", "stepsize": 0.1}):
+                 {"name": "three_pc", "compressor": {"name": "top_k", "k": 12}, "mechanism": "clag", "stepsize": 0.1},
+                 # partial participation: 50 of 100 clients, x+ and (for those that missed the previous
+                 # round) x in one oracle call; the PAGE / MVR variants mostly take minibatches
+                 {"name": "dasha_pp", "compressor": {"name": "rand_k", "k": 12}, "sampler": PP, "stepsize": 0.1},
+                 {"name": "dasha_pp_page", "compressor": {"name": "rand_k", "k": 12}, "sampler": PP, "stepsize": 0.1},
+                 {"name": "dasha_pp_mvr", "compressor": {"name": "rand_k", "k": 12}, "sampler": PP, "stepsize": 0.1}):
         meter = Meter(problem.n)
         clock = Clock(TimeModel(compute_times(1.0, problem.n)))
         method = build_method(spec, problem, Channel(meter, problem.d), seed=0)
@@ -62,7 +70,8 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
             method.step()
             clock.advance(meter.close_round())
 
-        contenders[spec["name"] + (f" ({spec['mechanism']})" if "mechanism" in spec else "")] = one_round
+        label = f" ({spec['mechanism']})" if "mechanism" in spec else " (50 of 100)" if "sampler" in spec else ""
+        contenders[spec["name"] + label] = one_round
     best = {name: float("inf") for name in contenders}
     for fn in contenders.values():  # warm-up
         fn()

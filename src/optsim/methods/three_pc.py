@@ -49,6 +49,15 @@ def _young_pairs(alpha: float, grid: int = 400) -> list[tuple[float, float]]:
     return [(1 - (1 - alpha) * (1 + s), (1 - alpha) * (1 + 1 / s)) for s in ss if (1 - alpha) * (1 + s) < 1]
 
 
+def _trigger(D: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, zeta: float) -> torch.Tensor:
+    """The lazy-aggregation trigger ||x - h||^2 > zeta ||x - y||^2, row-wise (D = X - H)."""
+    dd = (D * D).sum(1)
+    if zeta == 0:
+        return dd > 0
+    E = X - Y
+    return dd > zeta * (E * E).sum(1)
+
+
 class ThreePC:
     """A three point compressor C_{h,y}(x), batched over rows (one row per client).
 
@@ -124,7 +133,7 @@ class LAG(ThreePC):
 
     def apply(self, H, Y, X, generator, clients):
         D = X - H
-        fire = D.pow(2).sum(1) > self.zeta * (X - Y).pow(2).sum(1)
+        fire = _trigger(D, X, Y, self.zeta)
         values = torch.where(fire[:, None], D, torch.zeros_like(D))
         bits = self._dense_bits(D.shape[0], D.shape[1]) * fire.cpu().to(torch.float64)
         return Message(values, bits)
@@ -144,15 +153,15 @@ class CLAG(ThreePC):
 
     def apply(self, H, Y, X, generator, clients):
         D = X - H
-        fire = D.pow(2).sum(1) > self.zeta * (X - Y).pow(2).sum(1)
-        values = torch.zeros_like(D)
-        bits = torch.zeros(D.shape[0], dtype=torch.float64)
+        fire = _trigger(D, X, Y, self.zeta)
         if self.compressor is not None and not self.compressor.randomized:
             # a row-wise deterministic compressor: compressing every row and keeping the triggered
-            # ones is the same message, without gathering the triggered rows (bench/RESULTS.md)
+            # ones is the same message, without gathering the triggered rows (bench/RESULTS.md);
+            # the compressor's output is new, so lazy rows are zeroed in place
             msg = self.compressor(D, generator, clients)
-            keep = fire.to(D.dtype)[:, None]
-            return Message(msg.values * keep, msg.bits * fire.cpu().to(torch.float64))
+            return Message(msg.values.mul_(fire.to(D.dtype)[:, None]), msg.bits * fire.cpu().to(torch.float64))
+        values = torch.zeros_like(D)
+        bits = torch.zeros(D.shape[0], dtype=torch.float64)
         idx = torch.nonzero(fire).flatten()
         if idx.numel():
             if self.compressor is None:
