@@ -9,7 +9,9 @@ Two ways, chosen per group of runs by :func:`run_batched`:
   replicas (for a GLM, one (n M x d)(d x R) product and one batched product back), and the
   meter, channel and clock count once, since every replica sends and computes the same. Each
   replica keeps its own trace, stop rules and checkpoints (its slice of the stacked state), and
-  equals its separate run up to floating-point summation order. Finished replicas leave the stack.
+  equals its separate run up to floating-point summation order. Finished replicas leave the stack;
+  replicas with the same stepsize (seeds of a method that draws no random numbers) are the same
+  run and share one row.
 * **Lock-step** (anything else): each run (a *replica*) keeps its own method, meter, channel and
   clock, and runs its unchanged ``step()`` in a greenlet of its own against a proxy of the
   problem. The proxy counts oracle calls into the replica's meter as usual but, instead of
@@ -162,25 +164,38 @@ def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Sessi
 
 
 class _Stack:
-    """R replicas of one method run as one replica-stacked method (see the module docstring)."""
+    """Replicas of one method run as one replica-stacked method (see the module docstring).
+
+    Replicas with the same stepsize (e.g. seeds of a method that draws no random numbers) are
+    the same run: they share one row of the stack."""
 
     def __init__(self, problem: Problem, reps: dict[int, Session]):
         self.problem, self.reps = problem, reps
-        self.order = list(reps)  # replica ids in the order of the stack's rows
-        first = reps[self.order[0]]
-        self.lead = Session(_StackedProblem(problem, len(reps)), first.spec, first.cfg, replicas=len(reps))
-        self.lead.method.__dict__["gamma"] = torch.tensor(
-            [reps[i].method.gamma for i in self.order], dtype=problem.dtype, device=problem.device).unsqueeze(1)
+        gammas: list[float] = []
+        #: replica id -> its row of the stack
+        self.row_of: dict[int, int] = {}
+        for i, s in reps.items():
+            if s.method.gamma not in gammas:
+                gammas.append(s.method.gamma)
+            self.row_of[i] = gammas.index(s.method.gamma)
+        first = next(iter(reps.values()))
+        self.lead = Session(_StackedProblem(problem, len(gammas)), first.spec, first.cfg, replicas=len(gammas))
+        self.lead.method.__dict__["gamma"] = torch.tensor(gammas, dtype=problem.dtype,
+                                                          device=problem.device).unsqueeze(1)
         for s in reps.values():
-            s.trace.meta["replica_stack"] = len(reps)
+            s.trace.meta.update(replica_stack=len(gammas), replica_runs=len(reps))
+
+    @property
+    def rows(self) -> int:
+        return self.lead.channel.replicas
 
     def live(self) -> list[int]:
-        return [i for i in self.order if self.reps[i].running]
+        return [i for i in self.reps if self.reps[i].running]
 
     def start(self) -> None:
         self.lead.attach()
         x0 = self.lead.initial_point()
-        self.lead.start(x0.expand(len(self.order), -1).clone())
+        self.lead.start(x0.expand(self.rows, -1).clone())
         self.end_round()
 
     def step(self) -> None:
@@ -188,37 +203,37 @@ class _Stack:
         self.end_round()
 
     def end_round(self) -> None:
-        """Close the round once; log it in every live replica's trace (metrics of all replicas in
-        one batched evaluation) and apply each replica's stop rules."""
+        """Close the round once; log it in every live replica's trace (metrics of all rows in one
+        batched evaluation) and apply each replica's stop rules."""
         lead, live = self.lead, self.live()
         log = lead.close_round()
         if log:
             X = lead.method.x
-            finite = torch.isfinite(X).all(1).tolist()
-            rows = iter(evaluate_many(self.problem, X[torch.tensor(finite)]) if any(finite) else [])
-        for r, i in enumerate(self.order):
+            finite = torch.isfinite(X).all(1)
+            metrics = dict(zip(finite.nonzero().flatten().tolist(), evaluate_many(self.problem, X[finite])))
+        for i in live:
             s = self.reps[i]
-            if not s.running:
-                continue
             s.k, s.wall, s._row, s._over = lead.k, lead.wall, dict(lead._row), lead._over
             if log:
-                s.record(next(rows) if finite[r] else None)
-        if len(self.live()) < len(self.order):
-            self._keep(self.live())
+                s.record(metrics.get(self.row_of[i]))
+        needed = sorted({self.row_of[i] for i in self.live()})
+        if len(needed) < self.rows:
+            self._keep(needed)
 
-    def _keep(self, ids: list[int]) -> None:
-        """Drop the replicas not in ``ids`` from the stack."""
-        rows = torch.tensor([self.order.index(i) for i in ids], device=self.problem.device)
+    def _keep(self, rows: list[int]) -> None:
+        """Keep only these rows of the stack."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.problem.device)
         m = self.lead.method
         for k, v in vars(m).items():
             if isinstance(v, torch.Tensor) and k not in _WIRING:
-                setattr(m, k, v[rows])
-        m.problem.replicas = self.lead.channel.replicas = len(ids)
-        self.order = ids
+                setattr(m, k, v[index])
+        m.problem.replicas = self.lead.channel.replicas = len(rows)
+        new = {r: j for j, r in enumerate(rows)}
+        self.row_of = {i: new[r] for i, r in self.row_of.items() if r in new}
 
     def materialize(self, i: int) -> Session:
-        """Replica i's own session holding its slice of the stacked state (for a checkpoint)."""
-        s, r = self.reps[i], self.order.index(i)
+        """Replica i's own session holding its row of the stacked state (for a checkpoint)."""
+        s, r = self.reps[i], self.row_of[i]
         for k, v in vars(self.lead.method).items():
             if k in _WIRING or k == "gamma":
                 continue
@@ -229,10 +244,10 @@ class _Stack:
     def run(self, on_checkpoint, checkpoint_every: int) -> None:
         try:
             self.start()
-            while self.order:
+            while self.live():
                 self.step()
                 if on_checkpoint and checkpoint_every and self.lead.k % checkpoint_every == 0:
-                    for i in self.order:
+                    for i in self.live():
                         on_checkpoint(i, self.materialize(i))
         except KeyboardInterrupt:
             for i in self.live():

@@ -62,6 +62,10 @@ class GLMProblem(Problem):
     def _d2phi(self, z, b):
         raise NotImplementedError
 
+    def _weighted_dphi_(self, z, b, w):
+        """w * phi'(z, b), free to overwrite the temporary z (large batched products)."""
+        return w * self._dphi(z, b)
+
     # regularizer
     def _reg(self, X):
         if self.regularizer == "l2":
@@ -142,7 +146,7 @@ class GLMProblem(Problem):
 
     def _grads_many(self, Xs):
         """(R, n, d) -> (R, n, d): per client one (R x d)(d x M) and one (R x M)(M x d) product."""
-        coef = self.w[:, None, :] * self._dphi(self._z_many(Xs), self.b[:, None, :])
+        coef = self._weighted_dphi_(self._z_many(Xs), self.b[:, None, :], self.w[:, None, :])
         shared = Xs[:, :1] if Xs.stride(1) == 0 else Xs  # the regularizer once per distinct model
         return torch.bmm(coef, self.A).transpose(0, 1) + self._dreg(shared)
 
@@ -216,6 +220,9 @@ class LogisticRegression(GLMProblem):
 
     def _dphi(self, z, b):
         return -b * torch.sigmoid(-b * z)
+
+    def _weighted_dphi_(self, z, b, w):
+        return z.mul_(-b).sigmoid_().mul_(-b * w)
 
     def _d2phi(self, z, b):
         s = torch.sigmoid(b * z)
