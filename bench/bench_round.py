@@ -5,6 +5,11 @@ Floor: one batched gradient over all clients (``problem.grads`` on (n, d)), meas
 same run. A method's round does exactly one such gradient plus compression and aggregation,
 so the ratio (time per round) / (floor) is the overhead of everything that is not the oracle.
 
+Methods whose rounds make other oracle calls (partial participation: gradients of the sampled
+clients, at two points for some; minibatches) are also reported against their own oracle work:
+the same uncounted oracle calls, recorded from ``rounds`` of their rounds and replayed as they
+were made (each call one batched computation), i.e. time per round / time of the same FLOPs.
+
 Run: ``python bench/bench_round.py`` (add ``--rounds N`` for longer timings).
 """
 from __future__ import annotations
@@ -72,6 +77,7 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
 
         label = f" ({spec['mechanism']})" if "mechanism" in spec else " (50 of 100)" if "sampler" in spec else ""
         contenders[spec["name"] + label] = one_round
+        contenders[ORACLE_FLOOR + spec["name"] + label] = recorded_oracles(problem, one_round, rounds)
     best = {name: float("inf") for name in contenders}
     for fn in contenders.values():  # warm-up
         fn()
@@ -80,7 +86,38 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
             best[name] = min(best[name], block(fn, rounds))
     problem.attach(None)
     floor = best["floor (one batched gradient)"]
-    return [(name, t, t / floor, problem.n / t) for name, t in best.items()]
+    return [(name, t, t / floor, t / best.get(ORACLE_FLOOR + name, float("nan")), problem.n / t)
+            for name, t in best.items() if not name.startswith(ORACLE_FLOOR)]
+
+
+ORACLE_FLOOR = "oracle calls of "
+
+
+def recorded_oracles(problem, one_round, rounds: int):
+    """A function replaying, per call, 1/``rounds`` of the uncounted oracle calls that ``rounds``
+    rounds of ``one_round`` made (so that its time per call is the oracle work of one round)."""
+    calls = []
+    kinds = ("_grads", "_sample_grads", "_hessians", "_losses")
+    for kind in kinds:
+        def record(*args, kind=kind):
+            calls.append((kind, args))
+            return getattr(type(problem), kind)(problem, *args)
+        setattr(problem, kind, record)
+    try:
+        for _ in range(rounds):
+            one_round()
+    finally:
+        for kind in kinds:
+            delattr(problem, kind)
+    chunks = [calls[i::rounds] for i in range(rounds)]  # any 1/rounds share of the calls
+    state = {"i": 0}
+
+    def replay():
+        chunk = chunks[state["i"] % rounds]
+        state["i"] += 1
+        for kind, args in chunk:
+            getattr(type(problem), kind)(problem, *args)
+    return replay
 
 
 def main() -> None:
@@ -93,9 +130,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 100 clients x 326 samples x 123 features")
     for dtype in (torch.float64, torch.float32):
         print(f"\n{str(dtype).replace('torch.', '')}:")
-        print(f"  {'':<30}{'ms/round':>10}{'ratio to floor':>16}{'client grads/s':>16}")
-        for name, t, ratio, rate in bench(dtype, args.rounds):
-            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>16.2f}{rate:>16,.0f}")
+        print(f"  {'':<30}{'ms/round':>10}{'ratio to floor':>16}{'x own oracles':>15}{'client grads/s':>16}")
+        for name, t, ratio, own, rate in bench(dtype, args.rounds):
+            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>16.2f}{own:>15.2f}{rate:>16,.0f}")
 
 
 if __name__ == "__main__":
