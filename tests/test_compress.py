@@ -359,3 +359,16 @@ def test_float32_inputs_keep_dtype(gen):
     for spec in ("natural", {"name": "qsgd", "s": 2}, {"name": "rand_k", "k": 3}, "scaled_sign"):
         X = torch.randn(5, 8, dtype=torch.float32)
         assert make_compressor(spec, 8)(X, gen).values.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 5, 17, 40])
+def test_largest_k_selects_what_topk_selects(dtype, k):
+    from optsim.compress.operators import largest_k
+
+    g = torch.Generator().manual_seed(k)
+    V = torch.randn(30, 40, generator=g, dtype=dtype)
+    got = largest_k(V, k)
+    assert got.shape == (30, k) and got.dtype == torch.long
+    want = V.topk(k, dim=1).indices
+    assert torch.equal(got.sort(1).values, want.sort(1).values)

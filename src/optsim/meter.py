@@ -29,59 +29,63 @@ class RoundUsage:
 
 
 class Meter:
-    """Per-client counters of one run (cumulative and for the current round)."""
+    """Per-client counters of one run (cumulative and for the current round).
+
+    The counters are rows of one (5, n) tensor (bits up, bits down, then one row per oracle kind),
+    so closing a round is a few whole-tensor operations whatever the number of kinds."""
+
+    _ROWS = ("up", "down") + ORACLES
 
     def __init__(self, n: int):
         self.n = int(n)
-        z = lambda: torch.zeros(self.n, dtype=torch.float64)  # noqa: E731
-        self.bits_up, self.bits_down = z(), z()
-        self.oracle = {k: z() for k in ORACLES}
+        self._total = torch.zeros(len(self._ROWS), self.n, dtype=torch.float64)
+        self._round = torch.zeros_like(self._total)
         self.comm_rounds = 0
-        self._up, self._down = z(), z()
-        self._oracle = {k: z() for k in ORACLES}
 
-    @staticmethod
-    def _add(target: torch.Tensor, clients, amount) -> None:
-        amount = torch.as_tensor(amount, dtype=torch.float64).cpu()
+    @property
+    def bits_up(self) -> torch.Tensor:
+        return self._total[0]
+
+    @property
+    def bits_down(self) -> torch.Tensor:
+        return self._total[1]
+
+    @property
+    def oracle(self) -> dict[str, torch.Tensor]:
+        return {k: self._total[2 + j] for j, k in enumerate(ORACLES)}
+
+    def _add(self, row: int, clients, amount) -> None:
+        target = self._round[row]
         if clients is None:
-            target += amount
-        else:
-            clients = torch.as_tensor(clients).cpu()
-            target.index_add_(0, clients, amount.expand(clients.shape[0]).contiguous())
+            target += amount if isinstance(amount, (int, float)) else torch.as_tensor(amount, dtype=torch.float64).cpu()
+            return
+        clients = torch.as_tensor(clients).cpu()
+        amount = torch.as_tensor(amount, dtype=torch.float64).cpu()
+        target.index_add_(0, clients, amount.expand(clients.shape[0]).contiguous())
 
     def add_up(self, clients, bits) -> None:
         """Bits sent client -> server by ``clients`` (``None`` = all), ``bits`` scalar or per client."""
-        self._add(self._up, clients, bits)
+        self._add(0, clients, bits)
 
     def add_down(self, clients, bits) -> None:
         """Bits sent server -> client to ``clients`` (``None`` = all)."""
-        self._add(self._down, clients, bits)
+        self._add(1, clients, bits)
 
     def add_oracle(self, kind: str, clients, amount) -> None:
         """``amount`` local full oracle calls of ``kind`` by each of ``clients``."""
-        self._add(self._oracle[kind], clients, amount)
+        self._add(2 + ORACLES.index(kind), clients, amount)
 
     def close_round(self) -> RoundUsage:
         """End the current round: fold its counts into the totals and return them."""
-        communicated = bool(self._up.any() or self._down.any())
-        usage = RoundUsage(self._up.clone(), self._down.clone(),
-                           {k: v.clone() for k, v in self._oracle.items()}, communicated)
-        self.bits_up += self._up
-        self.bits_down += self._down
-        for k in ORACLES:
-            self.oracle[k] += self._oracle[k]
-            self._oracle[k].zero_()
-        self._up.zero_()
-        self._down.zero_()
+        used = self._round.clone()
+        self._total += used
+        self._round.zero_()
+        communicated = bool(used[:2].any())
         self.comm_rounds += int(communicated)
-        return usage
+        return RoundUsage(used[0], used[1], {k: used[2 + j] for j, k in enumerate(ORACLES)}, communicated)
 
     def snapshot(self) -> dict[str, float]:
         """Cumulative per-client means, as the trace reports them."""
-        return {
-            "bits_up": float(self.bits_up.mean()),
-            "bits_down": float(self.bits_down.mean()),
-            "grad_evals": float(self.oracle["grad"].mean()),
-            "hess_evals": float(self.oracle["hess"].mean()),
-            "comm_rounds": float(self.comm_rounds),
-        }
+        up, down, grad, hess = self._total[:4].mean(1).tolist()
+        return {"bits_up": up, "bits_down": down, "grad_evals": grad, "hess_evals": hess,
+                "comm_rounds": float(self.comm_rounds)}

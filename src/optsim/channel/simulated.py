@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Message
+from ..compress.base import constant_bits
 from ..meter import Meter
 
 __all__ = ["Channel"]
@@ -35,7 +36,7 @@ class Channel:
     def dense(self, X: torch.Tensor) -> Message:
         """``X`` (m, d) sent uncompressed: d floats per row."""
         X = X.reshape(self.replicas, -1, self.d) if self.replicas else X.reshape(-1, self.d)
-        return Message(X, torch.full((X.shape[-2],), float(self.d * self.float_bits), dtype=torch.float64))
+        return Message(X, constant_bits(X.shape[-2], self.d * self.float_bits))
 
     def _as_message(self, msg) -> Message:
         return msg if isinstance(msg, Message) else self.dense(msg)

@@ -57,8 +57,10 @@ class TimeModel:
         """Seconds of one synchronous round that used ``usage``."""
         up, down = usage.bits_up, usage.bits_down
         t = self.compute * usage.oracle["grad"]
-        t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
-        t = t + (down > 0) * (self.latency_down + down / self.bandwidth_down)
+        if self.latency_up or self.bandwidth_up != math.inf:  # (free links add nothing)
+            t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
+        if self.latency_down or self.bandwidth_down != math.inf:
+            t = t + (down > 0) * (self.latency_down + down / self.bandwidth_down)
         return float(t.max()) if t.numel() else 0.0
 
 

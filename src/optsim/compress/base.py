@@ -14,6 +14,7 @@ documents its count in its docstring, sparsifiers include their indices.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -21,9 +22,16 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Compressor", "Message", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits"]
+__all__ = ["Compressor", "Message", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits",
+           "constant_bits"]
 
 COMPRESSORS: dict[str, type["Compressor"]] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def constant_bits(m: int, bits: float) -> torch.Tensor:
+    """The bits (m,) of m senders sending ``bits`` each (shared: messages' bits are never written)."""
+    return torch.full((m,), float(bits), dtype=torch.float64)
 
 
 def index_bits(d: int) -> int:
@@ -81,10 +89,12 @@ class Compressor:
         if X.ndim != 2 or X.shape[1] != self.d:
             raise ValueError(f"{self.name}: expected (clients, {self.d}) input, got {tuple(X.shape)}")
         values, bits = self.compress(X, generator, clients)
-        bits = torch.as_tensor(bits, dtype=torch.float64)
-        if bits.ndim == 0:
-            bits = bits.expand(X.shape[0]).clone()
-        return Message(values, bits.cpu(), origin=(self, X))
+        if isinstance(bits, (int, float)):
+            bits = constant_bits(X.shape[0], bits)
+        else:
+            bits = torch.as_tensor(bits, dtype=torch.float64)
+            bits = (bits.expand(X.shape[0]).clone() if bits.ndim == 0 else bits).cpu()
+        return Message(values, bits, origin=(self, X))
 
     def dense_bits(self, dim: int) -> float:
         """Bits to send a dense ``dim``-vector in this operator's value format (quantizers)."""

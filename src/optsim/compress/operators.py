@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .base import Compressor, index_bits, make_compressor, register_compressor
@@ -21,8 +22,20 @@ def _check_k(k, d: int, name: str) -> int:
 
 
 def _scatter(X: torch.Tensor, idx: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    out = torch.zeros_like(X)
-    return out.scatter_(1, idx, X.gather(1, idx) * scale)
+    kept = X.gather(1, idx)
+    return torch.zeros_like(X).scatter_(1, idx, kept if scale == 1.0 else kept * scale)
+
+
+def largest_k(V: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (m, k), in no particular order, of the k largest entries of each row of V (m, d).
+
+    On the CPU numpy's per-row introselect is about twice as fast as ``torch.topk`` on rows of
+    ~100 entries (62 vs 137 us for 100 x 123 float32 rows that change from call to call,
+    bench/RESULTS.md); ties may be broken differently."""
+    d = V.shape[1]
+    if V.device.type == "cpu" and V.dtype in (torch.float32, torch.float64) and k < d and not V.requires_grad:
+        return torch.from_numpy(np.argpartition(V.numpy(), d - k, axis=1)[:, d - k:])
+    return V.topk(k, dim=1, sorted=False).indices
 
 
 @register_compressor
@@ -88,8 +101,8 @@ class RandK(_Sparsifier):
         return None if self.scaled else self.k / self.d
 
     def compress(self, X, generator, clients):
-        keys = torch.rand(X.shape, generator=generator, dtype=torch.float32, device="cpu").to(X.device)
-        idx = keys.topk(self.k, dim=1, sorted=False).indices
+        keys = torch.rand(X.shape, generator=generator, dtype=torch.float32, device="cpu")
+        idx = largest_k(keys, self.k).to(X.device)
         return _scatter(X, idx, self.d / self.k if self.scaled else 1.0), self._bits()
 
 
@@ -105,7 +118,7 @@ class TopK(_Sparsifier):
         return self.k / self.d
 
     def compress(self, X, generator, clients):
-        idx = X.abs().topk(self.k, dim=1, sorted=False).indices
+        idx = largest_k(X.abs(), self.k)
         return _scatter(X, idx), self._bits()
 
 

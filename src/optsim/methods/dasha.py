@@ -121,6 +121,15 @@ class _DASHABase(Method):
         return G[:n], G[n:]
 
 
+def page_probability(params, problem) -> float:
+    """The PAGE estimator's full-gradient probability: ``params.p``, by default B / (m + B) with m
+    the mean local sample count (DASHA-PAGE and DASHA-PP-PAGE)."""
+    if params.p is not None:
+        return float(params.p)
+    B = params.batch_size
+    return B / (float(problem.m.to(torch.float64).mean()) + B)
+
+
 @register_method
 class DASHA(_DASHABase):
     """DASHA: Tyurin, Richtárik (2022), "DASHA: distributed nonconvex optimization with communication
@@ -179,10 +188,7 @@ class DASHAPAGE(_DASHABase):
 
     @property
     def p(self) -> float:
-        if self.params.p is not None:
-            return float(self.params.p)
-        B = self.params.batch_size
-        return B / (float(self.problem.m.to(torch.float64).mean()) + B)
+        return page_probability(self.params, self.problem)
 
     def theory_stepsize(self):
         pr, p, B, n = self.problem, self.p, self.params.batch_size, self.n
@@ -510,10 +516,7 @@ class DASHAPPPAGE(_DASHAPPBase):
 
     @property
     def p(self) -> float:
-        if self.params.p is not None:
-            return float(self.params.p)
-        B = self.params.batch_size
-        return B / (float(self.problem.m.to(torch.float64).mean()) + B)
+        return page_probability(self.params, self.problem)
 
     def _default_b(self) -> float:
         return self.p * self.p_a / (2 - self.p_a)
