@@ -7,7 +7,9 @@ Reports total times relative to one run, measured in the same process:
   so the 4 seeds of a stepsize are one run and the grid is one method on (8, ...) tensors;
 * replica-stacked, 32 distinct stepsizes (2^-4 .. 2^3.75 in 32 steps): the cost of stacking
   itself, one method on (32, ...) tensors;
-* lock-step: each run its own method in a greenlet, only the gradients batched.
+* lock-step: each run its own method in a greenlet, only the gradients batched;
+* DIANA with rand-k, the same 8 x 4 grid replica-stacked: a randomized compressor makes the 32
+  runs 32 rows, each drawing from its own generator (against one DIANA run).
 
 The stacked sweeps alternate with one run, so that both see the same machine load (median of
 the per-alternation ratios). Issue target: batched <= 4 x one run.
@@ -39,19 +41,23 @@ def main() -> None:
     base = {"problem": {"name": "logreg"}, "methods": ["gd"], "dtype": args.dtype,
             "stop": {"max_rounds": args.rounds}, "log_every": args.rounds}
 
-    def grid(seeds, exponents):
+    def grid(seeds, exponents, method=None):
         cfgs, specs = [], []
         for seed in seeds:
             for e in exponents:
                 cfgs.append(parse_config(json.loads(json.dumps(dict(base, seed=seed)))))
-                specs.append({"name": "ef21", "compressor": {"name": "top_k", "k": 12}, "stepsize_mult": 2.0 ** e})
+                specs.append(dict(method or {"name": "ef21", "compressor": {"name": "top_k", "k": 12}},
+                                  stepsize_mult=2.0 ** e))
         return specs, cfgs
 
     specs, cfgs = grid(range(4), range(-4, 4))
     distinct = grid([0], [-4 + 0.25 * j for j in range(32)])
+    diana = grid(range(4), range(-4, 4), {"name": "diana", "compressor": {"name": "rand_k", "k": 12}})
+    current = {"grid": (specs, cfgs)}
 
     def one_run():
-        return [run_method(problem, specs[0], cfgs[0], progress=False)]
+        s, c = current["grid"]
+        return [run_method(problem, s[0], c[0], progress=False)]
 
     def stacked(grid_specs, grid_cfgs, rows):
         def run():
@@ -76,6 +82,9 @@ def main() -> None:
     _, r_distinct = alternated(stacked(*distinct, 32))
     tl = timed(lambda: run_batched(problem, specs, cfgs, stack=False))
     ts = timed(lambda: [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
+    current["grid"] = diana
+    one_run()
+    one_diana, r_diana = alternated(stacked(*diana, 32))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}; EF21 top-12, "
           f"100 clients x 326 x 123, {args.rounds} rounds per run")
     print(f"  one run (median of {args.repeat})                  {one:7.2f} s   1.00 x one run")
@@ -85,6 +94,8 @@ def main() -> None:
     print(f"  32 distinct stepsizes, stacked (32 rows)   {r_distinct * one:7.2f} s  {r_distinct:5.2f} x one run")
     print(f"  32 runs, lock-step                         {tl:7.2f} s  {tl / one:5.2f} x one run"
           f"  (speed-up {ts / tl:.1f} x)")
+    print(f"  DIANA rand-12: one run {one_diana:.2f} s; 32 runs stacked (32 rows) {r_diana * one_diana:7.2f} s"
+          f"  {r_diana:5.2f} x one run")
 
 
 if __name__ == "__main__":

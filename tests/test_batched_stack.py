@@ -86,29 +86,52 @@ def test_replicas_leave_the_stack_on_divergence_and_tolerance():
 
 
 @pytest.mark.parametrize("name", sorted(n for n, c in METHODS.items() if c.replica_batched))
+@pytest.mark.parametrize("compressor", ["top_k", "rand_k"])
 @pytest.mark.parametrize("problem_cfg", [LOGREG, QUADRATIC], ids=["logreg", "quadratic"])
-def test_every_replica_batched_method_stacks_exactly(name, problem_cfg):
+def test_every_replica_batched_method_stacks_exactly(name, compressor, problem_cfg):
     problem = build_problem(_cfg(problem_cfg))
     spec = {"name": name}
     if "compressor" in METHODS[name].uses:
-        spec["compressor"] = {"name": "top_k", "k": 2}
-    specs, cfgs = _grid(spec, [0.5, 1.0, 1.5], problem=problem_cfg, rounds=40)
+        spec["compressor"] = {"name": compressor, "k": 2}
+        try:
+            build_method(spec, problem, Channel(Meter(problem.n), problem.d)).gamma
+        except ValueError:
+            pytest.skip(f"{name} is not defined with {compressor}")
+    elif compressor == "rand_k":
+        pytest.skip("no compressor")
+    # two seeds: a randomized compressor makes them two runs (own rows, own generators)
+    specs, cfgs = _grid(spec, [0.5, 1.0, 1.5], seeds=(0, 1), problem=problem_cfg, rounds=40)
     batched = run_batched(problem, specs, cfgs)
-    assert all(t.meta.get("replica_stack") == 3 for t in batched)
+    rows = 6 if compressor == "rand_k" and "compressor" in METHODS[name].uses else 3
+    assert all(t.meta.get("replica_stack") == rows for t in batched)
     _assert_same(batched, [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
 
 
-def test_random_components_are_not_replicable():
+def test_replicable_and_deterministic():
     problem = build_problem(_cfg())
 
     def method(spec):
         return build_method(spec, problem, Channel(Meter(problem.n), problem.d))
 
-    assert method({"name": "ef21", "compressor": {"name": "top_k", "k": 2}}).replicable()
-    assert not method({"name": "ef21", "compressor": {"name": "rand_k", "k": 2}}).replicable()
+    top = method({"name": "ef21", "compressor": {"name": "top_k", "k": 2}})
+    assert top.replicable() and top.deterministic()
+    rand = method({"name": "ef21", "compressor": {"name": "rand_k", "k": 2}})
+    assert rand.replicable() and not rand.deterministic()
     assert not method({"name": "ef21", "compressor": {"name": "top_k", "k": 2},
                        "sampler": {"name": "nice", "tau": 2}}).replicable()
-    assert not method({"name": "diana", "compressor": {"name": "rand_k", "k": 2}}).replicable()
+    assert not method({"name": "marina", "compressor": {"name": "rand_k", "k": 2}}).replicable()
+
+
+def test_variable_bits_fall_back_to_lock_step():
+    """Bernoulli (lazy) compression sends a random subset of the clients' messages: the replicas
+    differ in bits, the stack gives up and the runs go the lock-step way, each equal to its
+    separate run."""
+    problem = build_problem(_cfg())
+    spec = {"name": "dcgd", "compressor": {"name": "bernoulli", "p": 0.5}}
+    specs, cfgs = _grid(spec, [0.5, 1.0], seeds=(0, 1), rounds=20)
+    batched = run_batched(problem, specs, cfgs)
+    assert all(t.meta.get("replica_stack") is None for t in batched)
+    _assert_same(batched, [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
 
 
 def test_stacked_problem_counts_once_and_refuses_subsets():
@@ -141,9 +164,11 @@ def test_evaluate_many_equals_evaluate(problem_cfg):
             assert row[k] == pytest.approx(one[k], rel=1e-10, abs=1e-14)
 
 
-def test_stack_checkpoints_and_interrupt_resume_to_the_separate_result():
+@pytest.mark.parametrize("spec", [EF21_TOPK, {"name": "diana", "compressor": {"name": "rand_k", "k": 3}}],
+                         ids=["ef21-top_k", "diana-rand_k"])
+def test_stack_checkpoints_and_interrupt_resume_to_the_separate_result(spec):
     problem = build_problem(_cfg())
-    specs, cfgs = _grid(EF21_TOPK, [1.0, 2.0, 4.0], seeds=(0, 1), rounds=60)  # 6 runs on 3 rows
+    specs, cfgs = _grid(spec, [1.0, 2.0, 4.0], seeds=(0, 1), rounds=60)  # 6 runs (on 3 rows when deterministic)
     blobs: dict[int, bytes] = {}
     interrupted = []
 

@@ -3,15 +3,16 @@
 Two ways, chosen per group of runs by :func:`run_batched`:
 
 * **Replica-stacked** (runs that differ only in the stepsize or the seed, of a method declaring
-  ``replica_batched`` with components that draw no random numbers, e.g. a stepsize grid of GD or
-  of EF21 with top-k): one method instance runs all R replicas as one computation -- the model
+  ``replica_batched`` whose clients all take part, e.g. stepsize grids of GD, DCGD, DIANA or EF21):
+  one method instance runs all R replicas as one computation -- the model
   is (R, d), client state (R, n, d), the stepsize an (R, 1) tensor, one gradient call serves all
   replicas (for a GLM, one (n M x d)(d x R) product and one batched product back), and the
   meter, channel and clock count once, since every replica sends and computes the same. Each
   replica keeps its own trace, stop rules and checkpoints (its slice of the stacked state), and
   equals its separate run up to floating-point summation order. Finished replicas leave the stack;
   replicas with the same stepsize (seeds of a method that draws no random numbers) are the same
-  run and share one row.
+  run and share one row. A randomized compressor draws each row's random numbers from that
+  replica's own generator (one call per replica, then one batched computation).
 * **Lock-step** (anything else): each run (a *replica*) keeps its own method, meter, channel and
   clock, and runs its unchanged ``step()`` in a greenlet of its own against a proxy of the
   problem. The proxy counts oracle calls into the replica's meter as usual but, instead of
@@ -27,11 +28,13 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from typing import Any, Callable
 
 import greenlet
 import torch
 
+from ..methods.base import ReplicaMismatch
 from ..problems import Problem
 from .config import ExperimentConfig
 from .runner import _WIRING, Session, evaluate, evaluate_many, threads_for
@@ -171,19 +174,23 @@ class _Stack:
 
     def __init__(self, problem: Problem, reps: dict[int, Session]):
         self.problem, self.reps = problem, reps
-        gammas: list[float] = []
+        keys: list = []
         #: replica id -> its row of the stack
         self.row_of: dict[int, int] = {}
         for i, s in reps.items():
-            if s.method.gamma not in gammas:
-                gammas.append(s.method.gamma)
-            self.row_of[i] = gammas.index(s.method.gamma)
+            key = s.method.gamma if s.method.deterministic() else (s.method.gamma, i)
+            if key not in keys:
+                keys.append(key)
+            self.row_of[i] = keys.index(key)
         first = next(iter(reps.values()))
-        self.lead = Session(_StackedProblem(problem, len(gammas)), first.spec, first.cfg, replicas=len(gammas))
-        self.lead.method.__dict__["gamma"] = torch.tensor(gammas, dtype=problem.dtype,
+        self.lead = Session(_StackedProblem(problem, len(keys)), first.spec, first.cfg, replicas=len(keys))
+        firsts = [min(i for i in reps if self.row_of[i] == r) for r in range(len(keys))]
+        self.lead.method.__dict__["gamma"] = torch.tensor([reps[i].method.gamma for i in firsts], dtype=problem.dtype,
                                                           device=problem.device).unsqueeze(1)
+        #: each row's random numbers come from its replica's own generators
+        self.lead.method.ctx.replicas = [reps[i].method.ctx for i in firsts]
         for s in reps.values():
-            s.trace.meta.update(replica_stack=len(gammas), replica_runs=len(reps))
+            s.trace.meta.update(replica_stack=len(keys), replica_runs=len(reps))
 
     @property
     def rows(self) -> int:
@@ -228,6 +235,7 @@ class _Stack:
             if isinstance(v, torch.Tensor) and k not in _WIRING:
                 setattr(m, k, v[index])
         m.problem.replicas = self.lead.channel.replicas = len(rows)
+        m.ctx.replicas = [m.ctx.replicas[r] for r in rows]
         new = {r: j for j, r in enumerate(rows)}
         self.row_of = {i: new[r] for i, r in self.row_of.items() if r in new}
 
@@ -255,6 +263,8 @@ class _Stack:
                 if on_checkpoint:
                     on_checkpoint(i, self.materialize(i))
             raise
+        except ReplicaMismatch:
+            raise
         except Exception as e:  # noqa: BLE001  (the stack's round failed: every live replica fails)
             for i in self.live():
                 self.reps[i].fail(e)
@@ -279,10 +289,12 @@ def run_batched(problem: Problem, specs: list[dict[str, Any]], cfgs: list[Experi
     try:
         for group in (_stack_groups(problem, specs, cfgs, resume) if stack else []):
             try:
-                stacked = _Stack(problem, group)
-            except Exception:  # noqa: BLE001  (these runs go the lock-step way)
+                _Stack(problem, group).run(on_checkpoint, checkpoint_every)
+            except ReplicaMismatch:  # not stackable after all: these runs go the lock-step way
                 continue
-            stacked.run(on_checkpoint, checkpoint_every)
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"replica stacking failed ({type(e).__name__}: {e}); running these runs in lock-step")
+                continue
             traces.update({i: s.trace for i, s in group.items()})
         rest = [i for i in range(len(specs)) if i not in traces]
         if rest:

@@ -15,10 +15,12 @@ A method never counts anything: the channel counts bits, the problem counts orac
 
 A method may declare ``replica_batched = True``: its ``init``/``step`` are written so that they
 also run on R stacked replicas (the model x of shape (R, d), client state (R, n, d), ``gamma`` an
-(R, 1) tensor): it forms client inputs with :meth:`Method.at_clients`, compresses with
-:meth:`Method.compress`, and keeps every tensor attribute replica-stacked. The batched runner
-(:mod:`optsim.experiment.batched`) then runs a grid of stepsizes as one computation whenever
-:meth:`Method.replicable` holds (no randomness, so each replica equals its separate run).
+(R, 1) tensor used on server vectors only): it forms client inputs with :meth:`Method.at_clients`
+and client state with :meth:`Method.zeros_clients`, compresses with :meth:`Method.compress`,
+draws random numbers only through its compressor, and keeps every tensor attribute
+replica-stacked. The batched runner (:mod:`optsim.experiment.batched`) then runs a grid of
+stepsizes or seeds as one computation whenever :meth:`Method.replicable` holds; each replica's
+compressor draws from that replica's own generator, so each equals its separate run.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from ..problems import Problem
 from ..rng import generator as make_generator
 from ..sampling import ClientSampler, make_sampler
 
-__all__ = ["Method", "MethodParams", "Context", "METHODS", "register_method", "get_method", "build_method"]
+__all__ = ["Method", "MethodParams", "Context", "ReplicaMismatch", "METHODS", "register_method", "get_method", "build_method"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -67,11 +69,18 @@ class Context:
     #: per-component seed overrides (e.g. {"compressor": 7}); the others derive from ``seed``
     seeds: dict[str, int] = field(default_factory=dict)
     _generators: dict = field(default_factory=dict)
+    #: a replica-stacked run: the contexts of its replicas, one per row (their own generators)
+    replicas: list["Context"] | None = None
 
     def generator(self, component: str) -> torch.Generator:
         if component not in self._generators:
             self._generators[component] = make_generator(self.seeds.get(component, self.seed), component)
         return self._generators[component]
+
+
+class ReplicaMismatch(ValueError):
+    """Replica-stacked runs diverged in what they communicate (e.g. a compressor whose bits depend on
+    its input): they cannot share one meter, and run one by one instead."""
 
 
 class Method:
@@ -127,16 +136,21 @@ class Method:
     def replicable(self) -> bool:
         """Whether R copies of this run (differing only in the stepsize or the seed) can run
         replica-stacked with each copy equal to its separate run: a ``replica_batched`` method
-        whose components draw no random numbers."""
-        if not self.replica_batched:
-            return False
+        whose clients all take part in every round."""
+        return self.replica_batched and (self.sampler is None or self.sampler.is_full)
+
+    def deterministic(self) -> bool:
+        """Whether the run draws no random numbers (its seed changes nothing): no randomized
+        compressor and no client sampling."""
         comps = (self.compressor, self.down_compressor)
         return (all(c is None or not c.randomized for c in comps)
                 and (self.sampler is None or self.sampler.is_full))
 
     # ---- helpers for subclasses ------------------------------------------------------------------
-    def zeros_clients(self) -> torch.Tensor:
-        return torch.zeros(self.n, self.d, dtype=self.problem.dtype, device=self.problem.device)
+    def zeros_clients(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Zero client state (n, d); (R, n, d) for a replica-stacked model ``x`` (R, d)."""
+        lead = () if x is None else tuple(x.shape[:-1])
+        return torch.zeros(*lead, self.n, self.d, dtype=self.problem.dtype, device=self.problem.device)
 
     def at_clients(self, x: torch.Tensor) -> torch.Tensor:
         """The server model ``x`` (d,) as every client's input (n, d) (a view; (R, d) -> (R, n, d))."""
@@ -147,12 +161,15 @@ class Method:
         for a deterministic compressor whose bits do not depend on the replica)."""
         if X.ndim == 2:
             return self.compressor(X, self.ctx.generator("compressor"), clients)
-        msg = self.compressor(X.reshape(-1, X.shape[-1]), None, clients)
-        bits = msg.bits.view(-1, X.shape[-2])
+        if self.compressor.randomized:  # each replica draws from its own generator
+            msgs = [self.compressor(Xr, ctx.generator("compressor"), clients) for Xr, ctx in zip(X, self.ctx.replicas)]
+            values, bits = torch.stack([m.values for m in msgs]), torch.stack([m.bits for m in msgs])
+        else:
+            msg = self.compressor(X.reshape(-1, X.shape[-1]), None, clients)
+            values, bits = msg.values.view(X.shape), msg.bits.view(-1, X.shape[-2])
         if not bool((bits == bits[:1]).all()):
-            raise ValueError(f"{self.compressor.describe()} sends a different number of bits in each replica: "
-                             "run these configs unbatched")
-        return Message(msg.values.view(X.shape), bits[0].clone(), origin=(self.compressor, X))
+            raise ReplicaMismatch(f"{self.compressor.describe()} sends a different number of bits in each replica")
+        return Message(values, bits[0].clone(), origin=(self.compressor, X))
 
     def compress_down(self, x: torch.Tensor) -> Message:
         """The downlink compressor applied to one server vector (a one-row message)."""

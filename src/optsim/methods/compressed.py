@@ -36,6 +36,7 @@ class DCGD(Method):
 
     name = "dcgd"
     paper = "Khirirat, Feyzmahdavian, Johansson (2018), Distributed learning with compressed gradients, Alg. 1"
+    replica_batched = True
     uses = ("compressor",)
 
     def theory_stepsize(self):
@@ -46,7 +47,7 @@ class DCGD(Method):
         self.x = x0
 
     def step(self):
-        G = self.problem.grads(self.x.expand(self.n, self.d))
+        G = self.problem.grads(self.at_clients(self.x))
         g = self.channel.uplink(self.compress(G))
         self.x = self.channel.broadcast(self.x - self.gamma * g)
 
@@ -77,6 +78,7 @@ class DIANA(Method):
     paper = "Mishchenko, Gorbunov, Takáč, Richtárik (2019), Distributed learning with compressed gradient differences, Alg. 1"
     uses = ("compressor",)
     Params = DIANAParams
+    replica_batched = True
 
     def theory_stepsize(self):
         p, w = self.problem, self.omega
@@ -91,9 +93,9 @@ class DIANA(Method):
 
     def init(self, x0):
         self.x = x0
-        self.H = self.zeros_clients()
-        self.h = self.H.mean(0)
+        self.H = self.zeros_clients(x0)
+        self.h = self.H.mean(-2)
 
     def step(self):
-        g = shifted_estimate(self, self.problem.grads(self.x.expand(self.n, self.d)), self.shift_stepsize)
+        g = shifted_estimate(self, self.problem.grads(self.at_clients(self.x)), self.shift_stepsize)
         self.x = self.channel.broadcast(self.x - self.gamma * g)
