@@ -121,6 +121,15 @@ class _DASHABase(Method):
         return G[:n], G[n:]
 
 
+def mvr_initial(method, x0) -> torch.Tensor:
+    """The MVR estimators' h_i^0: full local gradients, or minibatches of ``init_batch_size``."""
+    B0 = method.params.init_batch_size
+    X = x0.expand(method.n, method.d)
+    if B0 is None:
+        return method.problem.grads(X)
+    return method.problem.minibatch_grads(X, B0, method.ctx.generator("noise"))
+
+
 def page_probability(params, problem) -> float:
     """The PAGE estimator's full-gradient probability: ``params.p``, by default B / (m + B) with m
     the mean local sample count (DASHA-PAGE and DASHA-PP-PAGE)."""
@@ -253,11 +262,7 @@ class DASHAMVR(_DASHABase):
         return dasha_stepsize(pr.L, pr.L_tilde, self.omega, n, extra=12 * Ls2 / (b * n * B), c=48.0, inner=inner)
 
     def _initial(self, x0):
-        B0 = self.params.init_batch_size
-        X = x0.expand(self.n, self.d)
-        if B0 is None:
-            return self.problem.grads(X)
-        return self.problem.minibatch_grads(X, B0, self.ctx.generator("noise"))
+        return mvr_initial(self, x0)
 
     def _estimate(self, x_new, x_old):
         new, old = self._pair(x_new, x_old, self.params.batch_size)
@@ -605,11 +610,7 @@ class DASHAPPMVR(_DASHAPPBase):
         return dasha_pp_vr_stepsize(pr.L, self.omega, n, p_a, p_aa, inner, extra)
 
     def _initial(self, x0):
-        B0 = self.params.init_batch_size
-        X = x0.expand(self.n, self.d)
-        if B0 is None:
-            return self.problem.grads(X)
-        return self.problem.minibatch_grads(X, B0, self.ctx.generator("noise"))
+        return mvr_initial(self, x0)
 
     def _k(self, S_cpu, S_dev, x_old, H):
         new, old = self._minibatch_pair(S_cpu, S_dev, x_old, self.params.batch_size)
