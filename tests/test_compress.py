@@ -372,3 +372,18 @@ def test_largest_k_selects_what_topk_selects(dtype, k):
     assert got.shape == (30, k) and got.dtype == torch.long
     want = V.topk(k, dim=1).indices
     assert torch.equal(got.sort(1).values, want.sort(1).values)
+
+
+@pytest.mark.parametrize("spec", [{"name": "rand_k", "k": 3}, {"name": "top_k", "k": 3}, {"name": "natural"},
+                                  {"name": "qsgd", "s": 4}], ids=lambda s: s["name"])
+def test_compress_replicas_equals_each_replica_with_its_generator(spec):
+    from optsim.rng import generator
+
+    comp = make_compressor(spec, 12, 5)
+    X = torch.randn(4, 5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gens = [generator(seed, "compressor") for seed in range(4)]
+    stacked = comp.compress_replicas(X, gens if comp.randomized else None)
+    for r in range(4):
+        one = comp(X[r], generator(r, "compressor"))
+        assert torch.equal(stacked.values[r], one.values)
+        assert torch.equal(stacked.bits, one.bits)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Compressor", "Message", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits",
+__all__ = ["Compressor", "Message", "ReplicaMismatch", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits",
            "constant_bits"]
 
 COMPRESSORS: dict[str, type["Compressor"]] = {}
@@ -56,6 +56,11 @@ class Message:
     def __post_init__(self):
         if self.bits.shape != self.values.shape[-2:-1]:
             raise ValueError(f"message bits must have shape ({self.values.shape[-2]},), got {tuple(self.bits.shape)}")
+
+
+class ReplicaMismatch(ValueError):
+    """Replica-stacked runs diverged in what they communicate (e.g. a compressor whose bits depend on
+    its input): they cannot share one meter, and run one by one instead."""
 
 
 class Compressor:
@@ -95,6 +100,27 @@ class Compressor:
             bits = torch.as_tensor(bits, dtype=torch.float64)
             bits = (bits.expand(X.shape[0]).clone() if bits.ndim == 0 else bits).cpu()
         return Message(values, bits, origin=(self, X))
+
+    def compress_replicas(self, X: torch.Tensor, generators: list | None, clients=None) -> Message:
+        """Replica-stacked rows X (R, m, d) of R runs in lock-step, replica r drawing from
+        ``generators[r]``: values (R, m, d) equal, row by row, to calling the compressor on each
+        replica with its generator, and the bits (m,) every replica sends (:class:`ReplicaMismatch`
+        when they differ between replicas)."""
+        R, m, d = X.shape
+        if self.randomized:
+            values, bits = self._compress_replicas(X, generators, clients)
+        else:  # a function of each row alone: all replicas' rows at once
+            msg = self(X.reshape(R * m, d), None, None if clients is None else torch.as_tensor(clients).repeat(R))
+            values, bits = msg.values.view(X.shape), msg.bits.view(R, m)
+        if not bool((bits == bits[:1]).all()):
+            raise ReplicaMismatch(f"{self.describe()} sends a different number of bits in each replica")
+        return Message(values, bits[0].clone(), origin=(self, X))
+
+    def _compress_replicas(self, X, generators, clients) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values (R, m, d), bits (R, m)) of a randomized compressor: replica by replica, unless a
+        subclass draws every replica's numbers first and computes the rest at once."""
+        msgs = [self(Xr, g, clients) for Xr, g in zip(X, generators)]
+        return torch.stack([m.values for m in msgs]), torch.stack([m.bits for m in msgs])
 
     def dense_bits(self, dim: int) -> float:
         """Bits to send a dense ``dim``-vector in this operator's value format (quantizers)."""

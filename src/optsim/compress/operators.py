@@ -105,6 +105,14 @@ class RandK(_Sparsifier):
         idx = largest_k(keys, self.k).to(X.device)
         return _scatter(X, idx, self.d / self.k if self.scaled else 1.0), self._bits()
 
+    def _compress_replicas(self, X, generators, clients):
+        # each replica's keys from its own generator (as its separate run draws them), one selection
+        R, m, d = X.shape
+        keys = torch.stack([torch.rand((m, d), generator=g, dtype=torch.float32, device="cpu") for g in generators])
+        idx = largest_k(keys.view(R * m, d), self.k).to(X.device)
+        values = _scatter(X.reshape(R * m, d), idx, self.d / self.k if self.scaled else 1.0).view(X.shape)
+        return values, torch.full((R, m), float(self._bits()), dtype=torch.float64)
+
 
 @register_compressor
 class TopK(_Sparsifier):

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import greenlet
 import torch
 
-from ..methods.base import ReplicaMismatch
+from ..compress import ReplicaMismatch
 from ..problems import Problem
 from .config import ExperimentConfig
 from .runner import _WIRING, Session, evaluate, evaluate_many, threads_for

@@ -38,7 +38,7 @@ from ..problems import Problem
 from ..rng import generator as make_generator
 from ..sampling import ClientSampler, make_sampler
 
-__all__ = ["Method", "MethodParams", "Context", "ReplicaMismatch", "METHODS", "register_method", "get_method", "build_method"]
+__all__ = ["Method", "MethodParams", "Context", "METHODS", "register_method", "get_method", "build_method"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -76,11 +76,6 @@ class Context:
         if component not in self._generators:
             self._generators[component] = make_generator(self.seeds.get(component, self.seed), component)
         return self._generators[component]
-
-
-class ReplicaMismatch(ValueError):
-    """Replica-stacked runs diverged in what they communicate (e.g. a compressor whose bits depend on
-    its input): they cannot share one meter, and run one by one instead."""
 
 
 class Method:
@@ -161,15 +156,8 @@ class Method:
         for a deterministic compressor whose bits do not depend on the replica)."""
         if X.ndim == 2:
             return self.compressor(X, self.ctx.generator("compressor"), clients)
-        if self.compressor.randomized:  # each replica draws from its own generator
-            msgs = [self.compressor(Xr, ctx.generator("compressor"), clients) for Xr, ctx in zip(X, self.ctx.replicas)]
-            values, bits = torch.stack([m.values for m in msgs]), torch.stack([m.bits for m in msgs])
-        else:
-            msg = self.compressor(X.reshape(-1, X.shape[-1]), None, clients)
-            values, bits = msg.values.view(X.shape), msg.bits.view(-1, X.shape[-2])
-        if not bool((bits == bits[:1]).all()):
-            raise ReplicaMismatch(f"{self.compressor.describe()} sends a different number of bits in each replica")
-        return Message(values, bits[0].clone(), origin=(self.compressor, X))
+        generators = [ctx.generator("compressor") for ctx in self.ctx.replicas] if self.compressor.randomized else None
+        return self.compressor.compress_replicas(X, generators, clients)
 
     def compress_down(self, x: torch.Tensor) -> Message:
         """The downlink compressor applied to one server vector (a one-row message)."""
