@@ -173,6 +173,7 @@ class EFBV(Method):
              "mechanisms for biased and unbiased compression in distributed optimization, Alg. 1")
     uses = ("compressor",)
     Params = EFBVParams
+    replica_batched = True
 
     def check(self):
         eta_omega(self.compressor)  # refuses compressors outside the class
@@ -195,15 +196,15 @@ class EFBV(Method):
         self.lam, self.nu = c["lam"], c["nu"]
         self.x = x0
         if self.params.init == "full":
-            msg = self.channel.dense(self.problem.grads(x0.expand(self.n, self.d)))
+            msg = self.channel.dense(self.problem.grads(self.at_clients(x0)))
             self.H = msg.values.clone()
             self.h = self.channel.uplink(msg)
         else:
-            self.H = self.zeros_clients()
-            self.h = self.H.mean(0)
+            self.H = self.zeros_clients(x0)
+            self.h = self.H.mean(-2)
 
     def step(self):
-        g = shifted_estimate(self, self.problem.grads(self.x.expand(self.n, self.d)), self.lam, self.nu)
+        g = shifted_estimate(self, self.problem.grads(self.at_clients(self.x)), self.lam, self.nu)
         self.x = self.channel.broadcast(self.x - self.gamma * g)
 
 
