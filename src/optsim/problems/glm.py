@@ -146,11 +146,8 @@ class GLMProblem(Problem):
         return self._back(self.At, coef)[rows, slot] + self._dreg(X)
 
     def _z_many(self, Xs):
-        """z[i, r, j] = a_ij^T x_ri for (R, n, d) models: (n, R, M). When every client of a replica
-        holds the same model (an expand()ed server model), the R models multiply every client's
-        data without being copied per client."""
-        if Xs.stride(1) == 0:
-            return torch.matmul(Xs[:, 0], self.At)
+        """z[i, r, j] = a_ij^T x_ri for (R, n, d) models: (n, R, M), one (R x d)(d x M) product per
+        client (as fast as a broadcast matmul for R = 32, faster for R <= 8 in float32)."""
         return torch.bmm(Xs.transpose(0, 1).contiguous(), self.At)
 
     def _grads_many(self, Xs):
