@@ -57,7 +57,10 @@ class Meter:
     def _add(self, row: int, clients, amount) -> None:
         target = self._round[row]
         if clients is None:
-            target += amount if isinstance(amount, (int, float)) else torch.as_tensor(amount, dtype=torch.float64).cpu()
+            if isinstance(amount, torch.Tensor):
+                target += amount if amount.dtype == torch.float64 and amount.device.type == "cpu" else amount.to("cpu", torch.float64)
+            else:
+                target += float(amount)
             return
         clients = torch.as_tensor(clients).cpu()
         amount = torch.as_tensor(amount, dtype=torch.float64).cpu()

@@ -65,7 +65,7 @@ class Channel:
         msg = self._as_message(msg)
         if msg.values.shape[-2] != 1:
             raise ValueError("broadcast sends one message; use send_down for one message per client")
-        self.meter.add_down(clients, msg.bits[0])
+        self.meter.add_down(clients, float(msg.bits[0]))
         return msg.values[..., 0, :]
 
     def send_down(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:
