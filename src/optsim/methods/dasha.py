@@ -70,6 +70,16 @@ def dasha_stepsize(L: float, L_hat: float, omega: float, n: int, extra: float = 
     return 1.0 / (L + math.sqrt(c * omega * (2 * omega + 1) / n * inner + extra))
 
 
+def _start(method, x0) -> None:
+    """DASHA's and DASHA-PP's initialization: h_i^0 = g_i^0 (the estimator's initial value, sent
+    once uncompressed), g^0 their mean."""
+    method.x = x0
+    H = method._initial(x0)
+    msg = method.channel.dense(H)
+    method.H, method.G = H, msg.values.clone()
+    method.g = method.channel.uplink(msg)
+
+
 class DASHAParams(MethodParams):
     #: momentum a of the compressed estimator; default 1/(2 omega + 1) (the theorems)
     a: float | None = Field(None, gt=0, le=1)
@@ -89,11 +99,7 @@ class _DASHABase(Method):
         return self.problem.grads(x0.expand(self.n, self.d))
 
     def init(self, x0):
-        self.x = x0
-        H = self._initial(x0)
-        msg = self.channel.dense(H)  # g_i^0 = h_i^0, sent once uncompressed
-        self.H, self.G = H, msg.values.clone()
-        self.g = self.channel.uplink(msg)
+        _start(self, x0)
 
     def _estimate(self, x_new, x_old) -> torch.Tensor:
         raise NotImplementedError
@@ -350,15 +356,11 @@ class _DASHAPPBase(Method):
         return self.problem.grads(x0.expand(self.n, self.d))
 
     def init(self, x0):
-        self.x = x0
-        H = self._initial(x0)
-        msg = self.channel.dense(H)  # g_i^0 = h_i^0, sent once uncompressed
-        self.H, self.G = H, msg.values.clone()
-        self.g = self.channel.uplink(msg)
+        _start(self, x0)
         self.t = 0
         self.last = torch.zeros(self.n, dtype=torch.long)  # round of each client's last participation
         if self.full_gradients:  # each client's latest full local gradient and the round of its model
-            self.P = H.clone()
+            self.P = self.H.clone()
             self.known = torch.zeros(self.n, dtype=torch.long)
 
     def step(self):
