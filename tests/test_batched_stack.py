@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from optsim.experiment import parse_config, run_method
+from optsim.compress import ReplicaMismatch
 from optsim.experiment.batched import _StackedProblem, run_batched
 from optsim.experiment.build import build_problem
 from optsim.experiment.runner import evaluate, evaluate_many
@@ -117,8 +118,8 @@ def test_replicable_and_deterministic():
     assert top.replicable() and top.deterministic()
     rand = method({"name": "ef21", "compressor": {"name": "rand_k", "k": 2}})
     assert rand.replicable() and not rand.deterministic()
-    assert not method({"name": "ef21", "compressor": {"name": "top_k", "k": 2},
-                       "sampler": {"name": "nice", "tau": 2}}).replicable()
+    pp = method({"name": "ef21", "compressor": {"name": "top_k", "k": 2}, "sampler": {"name": "nice", "tau": 2}})
+    assert pp.replicable() and not pp.deterministic()
     assert not method({"name": "marina", "compressor": {"name": "rand_k", "k": 2}}).replicable()
 
 
@@ -134,7 +135,7 @@ def test_variable_bits_fall_back_to_lock_step():
     _assert_same(batched, [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
 
 
-def test_stacked_problem_counts_once_and_refuses_subsets():
+def test_stacked_problem_counts_once_per_client():
     problem = build_problem(_cfg())
     meter = Meter(problem.n)
     problem.attach(meter)
@@ -144,12 +145,29 @@ def test_stacked_problem_counts_once_and_refuses_subsets():
         G = stacked.grads(X)
         for r in range(3):
             assert torch.allclose(G[r], problem._grads(X[r], None), rtol=1e-12, atol=1e-14)
-        meter.close_round()
-        assert meter.oracle["grad"].tolist() == [1.0] * problem.n
-        with pytest.raises(ValueError, match="full-participation"):
-            stacked.grads(X[:, :2], clients=torch.tensor([0, 1]))
+        assert meter.close_round().oracle["grad"].tolist() == [1.0] * problem.n
+        rows = torch.tensor([4, 1])
+        G = stacked.grads(X[:, :2], clients=rows)
+        for r in range(3):
+            assert torch.allclose(G[r], problem._grads(X[r, :2], rows), rtol=1e-12, atol=1e-14)
+        assert meter.close_round().oracle["grad"].tolist() == [0, 1, 0, 0, 1, 0]
+        with pytest.raises(ReplicaMismatch):
+            stacked.grads(X[:, :2], clients=torch.tensor([1, 1]))
+        with pytest.raises(ValueError, match="replica-stacked"):
+            stacked.grads(X[:, :3], clients=rows)
     finally:
         problem.attach(None)
+
+
+def test_partial_participation_stacks_per_sampler_seed():
+    """EF21-PP: replicas sharing the sampler's seed sample the same clients and stack; other seeds
+    make other stacks; each replica equals its separate run."""
+    problem = build_problem(_cfg())
+    spec = dict(EF21_TOPK, sampler={"name": "nice", "tau": 3})
+    specs, cfgs = _grid(spec, [0.5, 1.0, 2.0], seeds=(0, 1), rounds=40)
+    batched = run_batched(problem, specs, cfgs)
+    assert [t.meta.get("replica_stack") for t in batched] == [3] * 6
+    _assert_same(batched, [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
 
 
 @pytest.mark.parametrize("problem_cfg", [LOGREG, QUADRATIC], ids=["logreg", "quadratic"])

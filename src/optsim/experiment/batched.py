@@ -3,7 +3,8 @@
 Two ways, chosen per group of runs by :func:`run_batched`:
 
 * **Replica-stacked** (runs that differ only in the stepsize or the seed, of a method declaring
-  ``replica_batched`` whose clients all take part, e.g. stepsize grids of GD, DCGD, DIANA or EF21):
+  ``replica_batched``, e.g. stepsize grids of GD, DCGD, DIANA, EF21 or EF-BV; with client sampling,
+  the runs sharing the sampler's seed, which sample the same clients):
   one method instance runs all R replicas as one computation -- the model
   is (R, d), client state (R, n, d), the stepsize an (R, 1) tensor, one gradient call serves all
   replicas (for a GLM, one (n M x d)(d x R) product and one batched product back), and the
@@ -129,9 +130,21 @@ class _StackedProblem:
                              f"got {tuple(X.shape)}{'' if clients is None else ' for a subset of clients'}")
 
     def grads(self, X: torch.Tensor, clients=None) -> torch.Tensor:
-        self._check(X, clients)
-        self._problem._count("grad", None, 1.0)
-        return self._problem._grads_many(X)
+        p = self._problem
+        if clients is None:
+            self._check(X, clients)
+            p._count("grad", None, 1.0)
+            return p._grads_many(X)
+        rows = torch.as_tensor(clients, dtype=torch.long, device=p.device)
+        if X.shape != (self.replicas, rows.shape[0], p.d):
+            raise ValueError(f"a replica-stacked run takes inputs ({self.replicas}, {rows.shape[0]}, {p.d}) for "
+                             f"{rows.shape[0]} clients, got {tuple(X.shape)}")
+        if rows.unique().shape[0] != rows.shape[0]:
+            raise ReplicaMismatch("replica-stacked gradients of repeated clients")
+        p._count("grad", rows, 1.0)
+        full = X.new_zeros(self.replicas, p.n, p.d)  # the sampled clients' rows of one stacked pass
+        full[:, rows] = X
+        return p._grads_many(full)[:, rows]
 
     def losses(self, X: torch.Tensor, clients=None) -> torch.Tensor:
         self._check(X, clients)
@@ -145,9 +158,13 @@ _RUN_FIELDS = {"dtype", "device", "threads", "float_bits", "stop", "log_every", 
 _REPLICA_KEYS = ("label", "stepsize", "stepsize_mult")
 
 
-def _stack_key(spec: dict[str, Any], cfg: ExperimentConfig) -> str:
+def _stack_key(spec: dict[str, Any], cfg: ExperimentConfig, samples_clients: bool) -> str:
+    """Replicas with equal keys can share a stack; with client sampling they must also share the
+    sampler's seed (they sample the same clients)."""
     method = {k: v for k, v in spec.items() if k not in _REPLICA_KEYS}
-    return json.dumps([method, cfg.model_dump(include=_RUN_FIELDS, mode="json")], sort_keys=True, default=str)
+    sampler_seed = cfg.seeds.get("sampler", cfg.seed) if samples_clients else None
+    return json.dumps([method, cfg.model_dump(include=_RUN_FIELDS, mode="json"), sampler_seed], sort_keys=True,
+                      default=str)
 
 
 def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Session]]:
@@ -162,7 +179,7 @@ def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Sessi
         except Exception:  # noqa: BLE001  (the lock-step path records the failure)
             continue
         if s.method.replicable() and not s._event:
-            groups.setdefault(_stack_key(spec, cfg), {})[i] = s
+            groups.setdefault(_stack_key(spec, cfg, s.method.samples_clients), {})[i] = s
     return [g for g in groups.values() if len(g) > 1]
 
 

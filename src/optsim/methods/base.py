@@ -33,7 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, PositiveFloat
 
 from ..channel import Channel
-from ..compress import Compressor, Message, make_compressor
+from ..compress import Compressor, Message, ReplicaMismatch, make_compressor
 from ..problems import Problem
 from ..rng import generator as make_generator
 from ..sampling import ClientSampler, make_sampler
@@ -130,16 +130,21 @@ class Method:
 
     def replicable(self) -> bool:
         """Whether R copies of this run (differing only in the stepsize or the seed) can run
-        replica-stacked with each copy equal to its separate run: a ``replica_batched`` method
-        whose clients all take part in every round."""
-        return self.replica_batched and (self.sampler is None or self.sampler.is_full)
+        replica-stacked with each copy equal to its separate run: a ``replica_batched`` method (with
+        client sampling, the copies of one stack must share the sampler's seed, so that they sample
+        the same clients: :meth:`sample_clients` checks it)."""
+        return self.replica_batched
+
+    @property
+    def samples_clients(self) -> bool:
+        """Whether the participating clients are drawn at random."""
+        return self.sampler is not None and not self.sampler.is_full
 
     def deterministic(self) -> bool:
         """Whether the run draws no random numbers (its seed changes nothing): no randomized
         compressor and no client sampling."""
         comps = (self.compressor, self.down_compressor)
-        return (all(c is None or not c.randomized for c in comps)
-                and (self.sampler is None or self.sampler.is_full))
+        return all(c is None or not c.randomized for c in comps) and not self.samples_clients
 
     # ---- helpers for subclasses ------------------------------------------------------------------
     def zeros_clients(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,9 +152,10 @@ class Method:
         lead = () if x is None else tuple(x.shape[:-1])
         return torch.zeros(*lead, self.n, self.d, dtype=self.problem.dtype, device=self.problem.device)
 
-    def at_clients(self, x: torch.Tensor) -> torch.Tensor:
-        """The server model ``x`` (d,) as every client's input (n, d) (a view; (R, d) -> (R, n, d))."""
-        return x.unsqueeze(-2).expand(*x.shape[:-1], self.n, self.d)
+    def at_clients(self, x: torch.Tensor, m: int | None = None) -> torch.Tensor:
+        """The server model ``x`` (d,) as the input of every client (n, d), or of ``m`` sampled
+        clients (m, d) (a view; (R, d) -> (R, n or m, d))."""
+        return x.unsqueeze(-2).expand(*x.shape[:-1], self.n if m is None else m, self.d)
 
     def compress(self, X: torch.Tensor, clients=None) -> Message:
         """The uplink compressor applied to client rows X ((m, d), or replica-stacked (R, m, d)
@@ -164,7 +170,12 @@ class Method:
         return self.down_compressor(x.reshape(1, -1), self.ctx.generator("down_compressor"))
 
     def sample_clients(self) -> torch.Tensor:
-        return self.sampler.sample(self.ctx.generator("sampler"))
+        if self.ctx.replicas is None:
+            return self.sampler.sample(self.ctx.generator("sampler"))
+        drawn = [self.sampler.sample(ctx.generator("sampler")) for ctx in self.ctx.replicas]
+        if any(not torch.equal(S, drawn[0]) for S in drawn[1:]):
+            raise ReplicaMismatch("replica-stacked runs sampled different clients")
+        return drawn[0]
 
     def coin(self, p: float) -> bool:
         """A Bernoulli(p) draw from the method's own generator (shared by all clients)."""

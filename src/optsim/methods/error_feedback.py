@@ -124,9 +124,9 @@ class EF21(Method):
     def _step_partial(self):
         S = self.sample_clients()
         self.x = self.channel.broadcast(self.x - self.gamma * self.g, clients=S)
-        G = self.problem.grads(self.x.expand(S.shape[0], self.d), clients=S)
-        msg = self.compress(G - self.G[S], clients=S)
-        self.G[S] += msg.values
+        G = self.problem.grads(self.at_clients(self.x, S.shape[0]), clients=S)
+        msg = self.compress(G - self.G[..., S, :], clients=S)
+        self.G[..., S, :] += msg.values
         weights = torch.full((S.shape[0],), 1.0 / self.n, dtype=G.dtype, device=G.device)
         self.g = self.g + self.channel.uplink(msg, clients=S, weights=weights)
 
