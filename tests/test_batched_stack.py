@@ -103,7 +103,8 @@ def test_every_replica_batched_method_stacks_exactly(name, compressor, problem_c
     # two seeds: a randomized compressor makes them two runs (own rows, own generators)
     specs, cfgs = _grid(spec, [0.5, 1.0, 1.5], seeds=(0, 1), problem=problem_cfg, rounds=40)
     batched = run_batched(problem, specs, cfgs)
-    rows = 6 if compressor == "rand_k" and "compressor" in METHODS[name].uses else 3
+    # coins: one stack per seed; otherwise a randomized compressor makes each seed its own row
+    rows = 6 if compressor == "rand_k" and "compressor" in METHODS[name].uses and not METHODS[name].draws_coins else 3
     assert all(t.meta.get("replica_stack") == rows for t in batched)
     _assert_same(batched, [run_method(problem, s, c, progress=False) for s, c in zip(specs, cfgs)])
 
@@ -120,7 +121,11 @@ def test_replicable_and_deterministic():
     assert rand.replicable() and not rand.deterministic()
     pp = method({"name": "ef21", "compressor": {"name": "top_k", "k": 2}, "sampler": {"name": "nice", "tau": 2}})
     assert pp.replicable() and not pp.deterministic()
-    assert not method({"name": "marina", "compressor": {"name": "rand_k", "k": 2}}).replicable()
+    marina = method({"name": "marina", "compressor": {"name": "rand_k", "k": 2}})
+    assert marina.replicable() and not marina.deterministic()  # coins: replicas share the method's seed
+    assert not method({"name": "marina", "compressor": {"name": "rand_k", "k": 2},
+                       "sampler": {"name": "nice", "tau": 2}}).replicable()
+    assert not method({"name": "page"}).replicable()
 
 
 def test_variable_bits_fall_back_to_lock_step():

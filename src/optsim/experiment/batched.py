@@ -3,8 +3,8 @@
 Two ways, chosen per group of runs by :func:`run_batched`:
 
 * **Replica-stacked** (runs that differ only in the stepsize or the seed, of a method declaring
-  ``replica_batched``, e.g. stepsize grids of GD, DCGD, DIANA, EF21 or EF-BV; with client sampling,
-  the runs sharing the sampler's seed, which sample the same clients):
+  ``replica_batched``, e.g. stepsize grids of GD, DCGD, DIANA, EF21, EF-BV or MARINA; with client
+  sampling or coins, the runs sharing that seed, which sample the same clients and branches):
   one method instance runs all R replicas as one computation -- the model
   is (R, d), client state (R, n, d), the stepsize an (R, 1) tensor, one gradient call serves all
   replicas (for a GLM, one (n M x d)(d x R) product and one batched product back), and the
@@ -158,12 +158,13 @@ _RUN_FIELDS = {"dtype", "device", "threads", "float_bits", "stop", "log_every", 
 _REPLICA_KEYS = ("label", "stepsize", "stepsize_mult")
 
 
-def _stack_key(spec: dict[str, Any], cfg: ExperimentConfig, samples_clients: bool) -> str:
-    """Replicas with equal keys can share a stack; with client sampling they must also share the
-    sampler's seed (they sample the same clients)."""
-    method = {k: v for k, v in spec.items() if k not in _REPLICA_KEYS}
-    sampler_seed = cfg.seeds.get("sampler", cfg.seed) if samples_clients else None
-    return json.dumps([method, cfg.model_dump(include=_RUN_FIELDS, mode="json"), sampler_seed], sort_keys=True,
+def _stack_key(spec: dict[str, Any], cfg: ExperimentConfig, method) -> str:
+    """Replicas with equal keys can share a stack; with client sampling (coins) they must also
+    share the sampler's (method's) seed, so that they sample the same clients (take the same branch)."""
+    params = {k: v for k, v in spec.items() if k not in _REPLICA_KEYS}
+    shared = [cfg.seeds.get(c, cfg.seed) if used else None
+              for c, used in (("sampler", method.samples_clients), ("method", method.draws_coins))]
+    return json.dumps([params, cfg.model_dump(include=_RUN_FIELDS, mode="json"), shared], sort_keys=True,
                       default=str)
 
 
@@ -179,7 +180,7 @@ def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Sessi
         except Exception:  # noqa: BLE001  (the lock-step path records the failure)
             continue
         if s.method.replicable() and not s._event:
-            groups.setdefault(_stack_key(spec, cfg, s.method.samples_clients), {})[i] = s
+            groups.setdefault(_stack_key(spec, cfg, s.method), {})[i] = s
     return [g for g in groups.values() if len(g) > 1]
 
 

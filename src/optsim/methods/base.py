@@ -88,6 +88,8 @@ class Method:
     uses: ClassVar[tuple[str, ...]] = ()
     #: init/step also run replica-stacked (see the module docstring)
     replica_batched: ClassVar[bool] = False
+    #: rounds depend on :meth:`coin` draws (replicas of one stack then share the method's seed)
+    draws_coins: ClassVar[bool] = False
 
     x: torch.Tensor
 
@@ -142,9 +144,9 @@ class Method:
 
     def deterministic(self) -> bool:
         """Whether the run draws no random numbers (its seed changes nothing): no randomized
-        compressor and no client sampling."""
+        compressor, no client sampling, no coins."""
         comps = (self.compressor, self.down_compressor)
-        return all(c is None or not c.randomized for c in comps) and not self.samples_clients
+        return all(c is None or not c.randomized for c in comps) and not self.samples_clients and not self.draws_coins
 
     # ---- helpers for subclasses ------------------------------------------------------------------
     def zeros_clients(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -178,8 +180,15 @@ class Method:
         return drawn[0]
 
     def coin(self, p: float) -> bool:
-        """A Bernoulli(p) draw from the method's own generator (shared by all clients)."""
-        return bool(torch.rand((), generator=self.ctx.generator("method"), dtype=torch.float64) < p)
+        """A Bernoulli(p) draw from the method's own generator (shared by all clients); replica-stacked,
+        every replica draws from its own and all must agree (they share the method's seed)."""
+        if self.ctx.replicas is None:
+            return bool(torch.rand((), generator=self.ctx.generator("method"), dtype=torch.float64) < p)
+        drawn = {bool(torch.rand((), generator=ctx.generator("method"), dtype=torch.float64) < p)
+                 for ctx in self.ctx.replicas}
+        if len(drawn) > 1:
+            raise ReplicaMismatch("replica-stacked runs drew different coins")
+        return drawn.pop()
 
     @property
     def omega(self) -> float:

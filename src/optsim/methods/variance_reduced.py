@@ -70,6 +70,8 @@ class MARINA(Method):
     paper = "Gorbunov, Burlachenko, Li, Richtárik (2021), MARINA: faster non-convex distributed learning with compression, Alg. 1 / Alg. 4 (PP-MARINA)"
     uses = ("compressor", "sampler")
     Params = MARINAParams
+    replica_batched = True
+    draws_coins = True
 
     def check(self):
         s = self.sampler
@@ -98,9 +100,12 @@ class MARINA(Method):
             return 1.0 / (pr.L_tilde * (1 + math.sqrt(var)))
         return min(1.0 / (pr.L_tilde * (1 + math.sqrt(2 * var))), p / (2 * pr.mu))
 
+    def replicable(self):
+        return super().replicable() and not self.partial  # PP-MARINA: x+ and x of one client in a call
+
     def init(self, x0):
         self.x = x0
-        G = self.problem.grads(x0.expand(self.n, self.d))
+        G = self.problem.grads(self.at_clients(x0))
         self.g = self.channel.uplink(self.channel.dense(G))
         self.G = None if self.partial else G  # clients' last gradients (full participation)
         self.last_full = True
@@ -110,12 +115,12 @@ class MARINA(Method):
         self.x = self.channel.broadcast(self.x - self.gamma * self.g)
         self.last_full = self.coin(self.p)
         if self.last_full:
-            G = self.problem.grads(self.x.expand(self.n, self.d))
+            G = self.problem.grads(self.at_clients(self.x))
             self.g = self.channel.uplink(self.channel.dense(G))
             if not self.partial:
                 self.G = G
         elif not self.partial:
-            G = self.problem.grads(self.x.expand(self.n, self.d))
+            G = self.problem.grads(self.at_clients(self.x))
             self.g = self.g + self.channel.uplink(self.compress(G - self.G))
             self.G = G
         else:
