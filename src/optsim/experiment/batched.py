@@ -3,7 +3,7 @@
 Two ways, chosen per group of runs by :func:`run_batched`:
 
 * **Replica-stacked** (runs that differ only in the stepsize or the seed, of a method declaring
-  ``replica_batched``, e.g. stepsize grids of GD, DCGD, DIANA, EF21, EF-BV or MARINA; with client
+  ``replica_batched``, e.g. stepsize grids of GD, DCGD, DIANA, EF21, EF-BV, DASHA or MARINA; with client
   sampling or coins, the runs sharing that seed, which sample the same clients and branches):
   one method instance runs all R replicas as one computation -- the model
   is (R, d), client state (R, n, d), the stepsize an (R, 1) tensor, one gradient call serves all

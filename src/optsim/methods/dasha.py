@@ -96,7 +96,7 @@ class _DASHABase(Method):
         return self.params.a if self.params.a is not None else 1.0 / (2 * self.omega + 1)
 
     def _initial(self, x0) -> torch.Tensor:
-        return self.problem.grads(x0.expand(self.n, self.d))
+        return self.problem.grads(self.at_clients(x0))
 
     def init(self, x0):
         _start(self, x0)
@@ -164,13 +164,14 @@ class DASHA(_DASHABase):
     name = "dasha"
     paper = ("Tyurin, Richtárik (2022), DASHA: distributed nonconvex optimization with communication compression, "
              "optimal oracle complexity, and no client synchronization, Alg. 1")
+    replica_batched = True
 
     def theory_stepsize(self):
         p = self.problem
         return dasha_stepsize(p.L, p.L_tilde, self.omega, self.n)
 
     def _estimate(self, x_new, x_old):
-        return self.problem.grads(x_new.expand(self.n, self.d))
+        return self.problem.grads(self.at_clients(x_new))
 
 
 class DASHAPAGEParams(DASHAParams):
