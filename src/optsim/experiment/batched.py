@@ -113,9 +113,10 @@ class _Coordinator:
 
 
 class _StackedProblem:
-    """The problem as a replica-stacked method sees it: the full-participation oracles take the
-    R replicas' client inputs (R, n, d) in one call and count once (every replica makes the same
-    calls); everything else is the problem's own."""
+    """The problem as a replica-stacked method sees it: the gradient and loss oracles take the R
+    replicas' client inputs (R, n, d) (gradients also (R, m, d) for m distinct sampled clients) in
+    one call and count once (every replica makes the same calls); everything else is the problem's
+    own."""
 
     def __init__(self, problem: Problem, replicas: int):
         self._problem, self.replicas = problem, replicas
