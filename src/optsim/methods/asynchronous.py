@@ -152,6 +152,18 @@ class EventMethod(Method):
         for i in (range(self.n) if workers is None else workers):
             self.launch(i, t)
 
+    def gather_all(self, i: int):
+        """Synchronous rounds: take worker ``i``'s arrived gradient; once all n have arrived, the
+        mean of the round's gradients (the round restarts), else None."""
+        self.record(i, True)
+        g = self.gradient(i)
+        self._acc = g if getattr(self, "_acc", None) is None else self._acc + g
+        self._count = getattr(self, "_count", 0) + 1
+        if self._count < self.n:
+            return None
+        mean, self._acc, self._count = self._acc / self.n, None, 0
+        return mean
+
     def cancel(self, i: int) -> None:
         """Abandon worker ``i``'s job (relaunch it with :meth:`launch`)."""
         self.queue.cancel(i)
@@ -301,14 +313,10 @@ class MinibatchSGD(EventMethod):
         self.launch_all(0.0)
 
     def on_arrival(self, i, t):
-        self.record(i, True)
-        g = self.gradient(i)
-        self._acc = g if self._acc is None else self._acc + g
-        self._count += 1
-        if self._count == self.n:
-            self._x = self._x - self.gamma * (self._acc / self.n)
+        g = self.gather_all(i)
+        if g is not None:
+            self._x = self._x - self.gamma * g
             self.k += 1
-            self._acc, self._count = None, 0
             self.launch_all(t)
 
 

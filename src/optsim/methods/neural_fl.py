@@ -778,11 +778,7 @@ class MinibatchLMO(_LMOEvent):
         self.launch_all(0.0)
 
     def on_arrival(self, i, t):
-        self.record(i, True)
-        g = self.gradient(i)
-        self._acc = g if self._acc is None else self._acc + g
-        self._count += 1
-        if self._count == self.n:
-            self._lmo_step(self._acc / self.n)
-            self._acc, self._count = None, 0
+        g = self.gather_all(i)
+        if g is not None:
+            self._lmo_step(g)
             self.launch_all(t)

@@ -159,19 +159,13 @@ def _cfg(name: str, problem_cfg: dict, methods: list, *, rounds: int = 10**8, si
 
 
 def _run(cfg_dict: dict, out: Path, problem=None):
-    from ..experiment import build_problem, parse_config, run
     from ..plots import plot_config
 
-    cfg = parse_config(cfg_dict)
-    problem = problem if problem is not None else build_problem(cfg)
-    traces = run(cfg, out, progress=False, summary=False, plot=False, problem=problem)
-    failed = [f"{t.label}: {t.status} ({t.meta.get('message', '')})" for t in traces if t.status not in ("finished",)]
-    if failed:
-        raise RuntimeError("; ".join(failed))
-    return {t.label: t for t in traces}, plot_config(traces, cfg, out), problem
+    traces, cfg, problem = run_config(cfg_dict, out, problem, fail_on=("failed", "diverged", "interrupted"))
+    return traces, plot_config(list(traces.values()), cfg, out), problem
 
 
-from .common import first_reach  # noqa: E402
+from .common import first_reach, run_config  # noqa: E402
 from .registry import Outcome, recipe  # noqa: E402
 
 

@@ -1,5 +1,6 @@
-"""Helpers shared by the recipes: first time a trace reaches a level, the initial gap, a stop-rule
-config for runs on ready-made problems, and saving a matplotlib figure as PNG and PDF."""
+"""Helpers shared by the recipes: running a recipe's config, first time a trace reaches a level,
+the initial gap, a stop-rule config for runs on ready-made problems, and saving a matplotlib figure
+as PNG and PDF."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,22 @@ import torch
 
 from ..experiment import parse_config
 
-__all__ = ["first_reach", "f0", "stop_config", "save_figure"]
+__all__ = ["run_config", "first_reach", "f0", "stop_config", "save_figure"]
+
+
+def run_config(cfg_dict: dict, out: Path, problem=None, fail_on=("failed",)):
+    """Run every method of a recipe's config (no progress bars, summary or figures) on ``problem``
+    (built from the config by default); returns (traces by label, config, problem). Runs ending
+    with a status in ``fail_on`` make it raise one error naming each with its message."""
+    from ..experiment import build_problem, run
+
+    cfg = parse_config(cfg_dict)
+    problem = problem if problem is not None else build_problem(cfg)
+    traces = run(cfg, out, progress=False, summary=False, plot=False, problem=problem)
+    bad = [f"{t.label}: {t.status} ({t.meta.get('message', '')})" for t in traces if t.status in fail_on]
+    if bad:
+        raise RuntimeError("; ".join(bad))
+    return {t.label: t for t in traces}, cfg, problem
 
 
 def first_reach(trace, column: str, metric: str, level: float, miss: float = math.inf) -> float:

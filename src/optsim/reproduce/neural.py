@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..experiment import build_problem, parse_config, run
+from ..experiment import build_problem, parse_config
 from ..plots import plot_traces
-from .common import first_reach, save_figure
+from .common import first_reach, run_config, save_figure
 from .registry import Outcome, recipe
 
 __all__ = ["digits_config"]
@@ -38,13 +38,8 @@ def digits_config(name: str, methods: list, rounds: int, *, hidden=(32,), activa
 
 
 def _run(cfg_dict: dict, out: Path, problem=None):
-    cfg = parse_config(cfg_dict)
-    problem = problem if problem is not None else build_problem(cfg)
-    traces = run(cfg, out, progress=False, summary=False, plot=False, problem=problem)
-    bad = [f"{t.label}: {t.meta.get('message', '')}" for t in traces if t.status == "failed"]
-    if bad:
-        raise RuntimeError("; ".join(bad))
-    return {t.label: t for t in traces}, problem
+    traces, _, problem = run_config(cfg_dict, out, problem)
+    return traces, problem
 
 
 def _tail(trace, column: str, frac: float = 0.25) -> float:
