@@ -54,6 +54,36 @@ def test_meter_rounds_accumulate():
         assert t.dtype == F64 and t.shape == (4,)
 
 
+def test_meter_common_amounts_need_no_per_client_tensor():
+    """Amounts every client is charged alike (a float, or a shared constant-bits tensor) are kept as one
+    number: the round's usage has no per-client part, and the counters are the same as if they had
+    been added client by client."""
+    from optsim.compress.base import constant_bits
+
+    m, ref = Meter(3), Meter(3)
+    m.add_up(None, constant_bits(3, 40.0))
+    ref.add_up(None, torch.full((3,), 40.0, dtype=F64))  # a plain tensor: per client
+    for meter in (m, ref):
+        meter.add_down(None, 8.0)
+        meter.add_oracle("grad", None, 1.0)
+    u, u_ref = m.close_round(), ref.close_round()
+    assert u.per_client is None and u_ref.per_client is not None and u.communicated and u_ref.communicated
+    for a, b in ((u.bits_up, u_ref.bits_up), (u.bits_down, u_ref.bits_down), (u.oracle["grad"], u_ref.oracle["grad"])):
+        assert a.tolist() == b.tolist()
+    m.add_oracle("grad", [1], 0.5)  # then a client-dependent amount on top
+    m.close_round()
+    assert m.oracle["grad"].tolist() == [1.0, 1.5, 1.0] and m.bits_up.tolist() == [40.0] * 3
+    assert m.snapshot()["grad_evals"] == pytest.approx(3.5 / 3) and m.comm_rounds == 1
+
+
+def test_uniform_round_time_equals_per_client_formula():
+    tm = TimeModel(torch.tensor([1.0, 2.5, 3.0]), latency_up=0.1, bandwidth_up=100.0,
+                   latency_down=0.2, bandwidth_down=10.0)
+    for up, down, g in ((100.0, 10.0, 1.0), (0.0, 10.0, 2.0), (50.0, 0.0, 0.0), (0.0, 0.0, 0.0)):
+        uniform = RoundUsage(3, (up, down, g, 0.0, 0.0), None, up > 0 or down > 0)
+        assert tm.round_time(uniform) == tm.round_time(_usage([up] * 3, [down] * 3, [g] * 3))
+
+
 def test_meter_per_client_amounts_with_subset():
     m = Meter(5)
     m.add_oracle("grad", torch.tensor([4, 1]), torch.tensor([0.25, 0.5], dtype=F64))
@@ -61,9 +91,10 @@ def test_meter_per_client_amounts_with_subset():
 
 
 def _usage(up, down, grads):
-    t = lambda v: torch.tensor(v, dtype=F64)  # noqa: E731
-    z = torch.zeros(len(up), dtype=F64)
-    return RoundUsage(t(up), t(down), {"grad": t(grads), "hess": z, "func": z}, True)
+    """A round's usage with per-client amounts (as a meter gives it for client-dependent amounts)."""
+    z = [0.0] * len(up)
+    rows = torch.tensor([up, down, grads, z, z], dtype=F64)
+    return RoundUsage(len(up), (0.0,) * 5, rows, bool((rows[:2] > 0).any()))
 
 
 def test_round_time_hand_example():

@@ -1,9 +1,13 @@
 """The one meter of a run: bits up and down, oracle calls and communication rounds, per client.
 
 The channel adds bits, the problem adds oracle calls; a method never touches the meter.
-Everything is kept per client (shape ``(n,)``, float64) both cumulatively and for the current
-round, so the clock can turn a round's usage into simulated time and the trace can report
-per-client means.
+Everything is kept per client (float64) both cumulatively and for the current round, so the
+clock can turn a round's usage into simulated time and the trace can report per-client means.
+
+Most rounds charge every client the same amount (all clients compute a full gradient and send
+a message of a fixed size); such amounts are kept as one number per counter, and a per-client
+tensor is touched only by amounts that differ between clients (client sampling, messages whose
+size depends on their content). A client's count is the sum of both parts.
 """
 from __future__ import annotations
 
@@ -11,60 +15,98 @@ from dataclasses import dataclass
 
 import torch
 
+from .compress.base import bits_each
+
 __all__ = ["Meter", "RoundUsage", "ORACLES"]
 
 #: Oracle kinds the meter counts. Amounts are in units of one *local full* oracle call of a
 #: client (a minibatch of b out of m_i samples counts b / m_i).
 ORACLES = ("grad", "hess", "func")
 
+#: Counters, in the order of a usage row: bits up, bits down, then one per oracle kind.
+_ROWS = ("up", "down") + ORACLES
+
 
 @dataclass(frozen=True)
 class RoundUsage:
-    """What one round used, per client: bits up/down and oracle calls."""
+    """What one round used, per client: ``common[j]`` of counter j (bits up, bits down, then the
+    oracle kinds) by every client, plus ``per_client[j]`` (a (5, n) tensor; None when every client
+    used the same)."""
 
-    bits_up: torch.Tensor
-    bits_down: torch.Tensor
-    oracle: dict[str, torch.Tensor]
+    n: int
+    common: tuple[float, ...]
+    per_client: torch.Tensor | None
     communicated: bool
 
-
-class Meter:
-    """Per-client counters of one run (cumulative and for the current round).
-
-    The counters are rows of one (5, n) tensor (bits up, bits down, then one row per oracle kind),
-    so closing a round is a few whole-tensor operations whatever the number of kinds."""
-
-    _ROWS = ("up", "down") + ORACLES
-
-    def __init__(self, n: int):
-        self.n = int(n)
-        self._total = torch.zeros(len(self._ROWS), self.n, dtype=torch.float64)
-        self._round = torch.zeros_like(self._total)
-        self.comm_rounds = 0
+    def counter(self, j: int) -> torch.Tensor:
+        """Counter ``j`` of every client, shape (n,)."""
+        if self.per_client is None:
+            return torch.full((self.n,), self.common[j], dtype=torch.float64)
+        return self.per_client[j] + self.common[j]
 
     @property
     def bits_up(self) -> torch.Tensor:
-        return self._total[0]
+        return self.counter(0)
 
     @property
     def bits_down(self) -> torch.Tensor:
-        return self._total[1]
+        return self.counter(1)
 
     @property
     def oracle(self) -> dict[str, torch.Tensor]:
-        return {k: self._total[2 + j] for j, k in enumerate(ORACLES)}
+        return {k: self.counter(2 + j) for j, k in enumerate(ORACLES)}
+
+
+class Meter:
+    """Per-client counters of one run (cumulative and for the current round), each the sum of an
+    amount common to all clients (a float) and a per-client part (a row of one (5, n) tensor,
+    touched only by amounts that differ between clients)."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self._total = torch.zeros(len(_ROWS), self.n, dtype=torch.float64)
+        self._round = torch.zeros_like(self._total)
+        self._total_common = [0.0] * len(_ROWS)
+        self._round_common = [0.0] * len(_ROWS)
+        self._round_per_client = False
+        self._total_per_client = False
+        self.comm_rounds = 0
+
+    def __setstate__(self, state):  # meters pickled before the common part existed
+        state.setdefault("_total_common", [0.0] * len(_ROWS))
+        state.setdefault("_round_common", [0.0] * len(_ROWS))
+        state.setdefault("_round_per_client", bool(state["_round"].any()))
+        state.setdefault("_total_per_client", True)
+        self.__dict__.update(state)
+
+    def _counter(self, j: int) -> torch.Tensor:
+        return self._total[j] + self._total_common[j]
+
+    @property
+    def bits_up(self) -> torch.Tensor:
+        return self._counter(0)
+
+    @property
+    def bits_down(self) -> torch.Tensor:
+        return self._counter(1)
+
+    @property
+    def oracle(self) -> dict[str, torch.Tensor]:
+        return {k: self._counter(2 + j) for j, k in enumerate(ORACLES)}
 
     def _add(self, row: int, clients, amount) -> None:
-        target = self._round[row]
         if clients is None:
-            if isinstance(amount, torch.Tensor):
-                target += amount if amount.dtype == torch.float64 and amount.device.type == "cpu" else amount.to("cpu", torch.float64)
-            else:
-                target += float(amount)
+            each = amount if isinstance(amount, (int, float)) else bits_each(amount)
+            if each is not None:
+                self._round_common[row] += float(each)
+                return
+            self._round_per_client = True
+            self._round[row] += amount if amount.dtype == torch.float64 and amount.device.type == "cpu" else amount.to("cpu", torch.float64)
             return
+        self._round_per_client = True
         clients = torch.as_tensor(clients).cpu()
         amount = torch.as_tensor(amount, dtype=torch.float64).cpu()
-        target.index_add_(0, clients, amount.expand(clients.shape[0]).contiguous())
+        self._round[row].index_add_(0, clients, amount.expand(clients.shape[0]).contiguous())
 
     def add_up(self, clients, bits) -> None:
         """Bits sent client -> server by ``clients`` (``None`` = all), ``bits`` scalar or per client."""
@@ -80,15 +122,24 @@ class Meter:
 
     def close_round(self) -> RoundUsage:
         """End the current round: fold its counts into the totals and return them."""
-        used = self._round.clone()
-        self._total += used
-        self._round.zero_()
-        communicated = bool(used[:2].any())
+        common = self._round_common
+        self._round_common = [0.0] * len(_ROWS)
+        self._total_common = [t + c for t, c in zip(self._total_common, common)]
+        communicated = common[0] > 0 or common[1] > 0
+        per_client = None
+        if self._round_per_client:
+            per_client = self._round.clone()
+            self._total += per_client
+            self._total_per_client = True
+            self._round.zero_()
+            self._round_per_client = False
+            communicated = communicated or bool(per_client[:2].any())
         self.comm_rounds += int(communicated)
-        return RoundUsage(used[0], used[1], {k: used[2 + j] for j, k in enumerate(ORACLES)}, communicated)
+        return RoundUsage(self.n, tuple(common), per_client, communicated)
 
     def snapshot(self) -> dict[str, float]:
         """Cumulative per-client means, as the trace reports them."""
-        up, down, grad, hess = self._total[:4].mean(1).tolist()
+        means = self._total[:4].mean(1).tolist() if self._total_per_client else [0.0] * 4
+        up, down, grad, hess = (c + t for c, t in zip(self._total_common, means))
         return {"bits_up": up, "bits_down": down, "grad_evals": grad, "hess_evals": hess,
                 "comm_rounds": float(self.comm_rounds)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Message
-from ..compress.base import constant_bits
+from ..compress.base import bits_each, constant_bits
 from ..meter import Meter
 
 __all__ = ["Channel"]
@@ -65,7 +65,8 @@ class Channel:
         msg = self._as_message(msg)
         if msg.values.shape[-2] != 1:
             raise ValueError("broadcast sends one message; use send_down for one message per client")
-        self.meter.add_down(clients, float(msg.bits[0]))
+        each = bits_each(msg.bits)
+        self.meter.add_down(clients, float(msg.bits[0]) if each is None else each)
         return msg.values[..., 0, :]
 
     def send_down(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:

@@ -23,15 +23,24 @@ from typing import Any, ClassVar
 import torch
 
 __all__ = ["Compressor", "Message", "ReplicaMismatch", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits",
-           "constant_bits"]
+           "constant_bits", "bits_each"]
 
 COMPRESSORS: dict[str, type["Compressor"]] = {}
 
 
 @functools.lru_cache(maxsize=256)
 def constant_bits(m: int, bits: float) -> torch.Tensor:
-    """The bits (m,) of m senders sending ``bits`` each (shared: messages' bits are never written)."""
-    return torch.full((m,), float(bits), dtype=torch.float64)
+    """The bits (m,) of m senders sending ``bits`` each (shared: messages' bits are never written).
+    The tensor carries its value as ``constant`` (see :func:`bits_each`)."""
+    t = torch.full((m,), float(bits), dtype=torch.float64)
+    t.constant = float(bits)
+    return t
+
+
+def bits_each(bits: torch.Tensor) -> float | None:
+    """The number of bits every sender sends when ``bits`` is a :func:`constant_bits` tensor (known
+    without reading the tensor), else None."""
+    return getattr(bits, "constant", None)
 
 
 def index_bits(d: int) -> int:
