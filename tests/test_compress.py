@@ -374,6 +374,49 @@ def test_largest_k_selects_what_topk_selects(dtype, k):
     assert torch.equal(got.sort(1).values, want.sort(1).values)
 
 
+@pytest.mark.parametrize("d,k", [(7, 3), (300, 4)])  # int32 keys (d <= 256) and int64 keys
+def test_random_k_mask_is_a_uniform_k_subset(d, k):
+    """Exactly k coordinates per row; every coordinate kept with probability k/d and, for d = 7, every
+    pair with k(k-1)/(d(d-1)) (frequencies within 5 standard deviations over 40,000 rows)."""
+    from optsim.compress.operators import random_k_mask
+
+    g = torch.Generator().manual_seed(3)
+    rows = 40_000
+    M = random_k_mask(rows, d, k, g)
+    assert M.shape == (rows, d) and M.dtype == torch.bool and torch.all(M.sum(1) == k)
+    p = k / d
+    freq = M.double().mean(0)
+    assert torch.all((freq - p).abs() < 5 * math.sqrt(p * (1 - p) / rows))
+    if d == 7:
+        F = M.double()
+        pairs = (F.T @ F / rows)[~torch.eye(d, dtype=torch.bool)]
+        q = k * (k - 1) / (d * (d - 1))
+        assert torch.all((pairs - q).abs() < 5 * math.sqrt(q * (1 - q) / rows))
+    assert not torch.equal(M[:100], random_k_mask(100, d, k, g))  # fresh draws
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_largest_k_mask_with_ties_and_nan(dtype):
+    """Exactly k per row whatever the ties; the kept entries are the k largest (NaN first, as
+    np.argpartition orders it)."""
+    from optsim.compress.operators import largest_k_mask
+
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(12, 30, generator=g, dtype=dtype).abs()
+    V[0] = 1.0                      # all tied
+    V[1, :25] = 0.0                 # fewer than k nonzeros: ties at 0
+    V[2, 3] = float("nan")          # one NaN
+    V[3, :8] = float("nan")         # more NaN than k
+    V[4, ::2] = 2.0                 # ties straddling the threshold
+    for k in (1, 6, 29):
+        M = largest_k_mask(V, k)
+        assert torch.all(M.sum(1) == k)
+        key = V.nan_to_num(float("inf"))
+        kept = torch.where(M, key, -1.0).sort(1, descending=True).values[:, :k]
+        assert torch.equal(kept, key.topk(k, dim=1).values)
+    assert torch.equal(largest_k_mask(V[5:], 4), largest_k_mask(V[5:].clone(), 4))
+
+
 @pytest.mark.parametrize("spec", [{"name": "rand_k", "k": 3}, {"name": "top_k", "k": 3}, {"name": "natural"},
                                   {"name": "qsgd", "s": 4}], ids=lambda s: s["name"])
 def test_compress_replicas_equals_each_replica_with_its_generator(spec):
