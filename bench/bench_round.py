@@ -15,6 +15,7 @@ Run: ``python bench/bench_round.py`` (add ``--rounds N`` for longer timings).
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import numpy as np
 import torch
@@ -45,8 +46,9 @@ PP = {"name": "nice", "tau": 50}
 
 
 def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
-    """Floor and methods measured in interleaved blocks (floor, then each method, ``repeat``
-    times); each figure is its best block, so a burst of load elsewhere hits them alike."""
+    """Each method's block of ``rounds`` rounds is timed right after a block of the floor, ``repeat``
+    times; a method's ratio is the median of its ``repeat`` ratios to the adjacent floor block
+    (times: medians), so that drifts of the machine's speed hit both sides of each ratio alike."""
     problem = a9a_like(dtype=dtype)
     X = torch.zeros(problem.n, problem.d, dtype=dtype)
     contenders = {"floor (one batched gradient)": lambda: problem._grads(X, None)}
@@ -78,16 +80,28 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
         label = f" ({spec['mechanism']})" if "mechanism" in spec else " (50 of 100)" if "sampler" in spec else ""
         contenders[spec["name"] + label] = one_round
         contenders[ORACLE_FLOOR + spec["name"] + label] = recorded_oracles(problem, one_round, rounds)
-    best = {name: float("inf") for name in contenders}
-    for fn in contenders.values():  # warm-up
+    floor_fn = contenders.pop("floor (one batched gradient)")
+    for fn in (floor_fn, *contenders.values()):  # warm-up
         fn()
+    # paired blocks: each method's block right after a floor block, ratios taken pair by pair (the
+    # float32 gradient runs from the last-level cache, whose share of this machine varies over time)
+    floor_times, times, ratios = [], {name: [] for name in contenders}, {name: [] for name in contenders}
     for _ in range(repeat):
         for name, fn in contenders.items():
-            best[name] = min(best[name], block(fn, rounds))
+            f = block(floor_fn, rounds)
+            t = block(fn, rounds)
+            floor_times.append(f)
+            times[name].append(t)
+            ratios[name].append(t / f)
     problem.attach(None)
-    floor = best["floor (one batched gradient)"]
-    return [(name, t, t / floor, t / best.get(ORACLE_FLOOR + name, float("nan")), problem.n / t)
-            for name, t in best.items() if not name.startswith(ORACLE_FLOOR)]
+    med = statistics.median
+    rows = [("floor (one batched gradient)", med(floor_times), 1.0, float("nan"), problem.n / med(floor_times))]
+    for name in contenders:
+        if name.startswith(ORACLE_FLOOR):
+            continue
+        own = [a / b for a, b in zip(ratios[name], ratios[ORACLE_FLOOR + name])]  # both against adjacent floors
+        rows.append((name, med(times[name]), med(ratios[name]), med(own), problem.n / med(times[name])))
+    return rows
 
 
 ORACLE_FLOOR = "oracle calls of "
@@ -124,11 +138,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", choices=["float64", "float32"], action="append",
+                    help="only this dtype (repeatable; default both)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 100 clients x 326 samples x 123 features")
-    for dtype in (torch.float64, torch.float32):
+    for dtype in [getattr(torch, name) for name in (args.dtype or ["float64", "float32"])]:
         print(f"\n{str(dtype).replace('torch.', '')}:")
         print(f"  {'':<30}{'ms/round':>10}{'ratio to floor':>16}{'x own oracles':>15}{'client grads/s':>16}")
         for name, t, ratio, own, rate in bench(dtype, args.rounds):

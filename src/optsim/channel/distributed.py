@@ -385,7 +385,7 @@ class DistributedChannel(Channel):
         self.formats[codec.describe()] = self.formats.get(codec.describe(), 0) + 1
         return codec.decode(out, V.shape[1], V.dtype), bits
 
-    def uplink(self, msg: Message | torch.Tensor, clients=None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def uplink(self, msg: Message | torch.Tensor, clients=None, weights: torch.Tensor | float | None = None) -> torch.Tensor:
         msg = self._as_message(msg)
         V = msg.values
         m = V.shape[0]
@@ -399,6 +399,8 @@ class DistributedChannel(Channel):
             Vo = V[plan.own]
             if weights is None:
                 part = Vo.sum(0)
+            elif isinstance(weights, float):
+                part = Vo.sum(0).mul_(weights)
             else:
                 w = torch.as_tensor(weights, dtype=V.dtype, device=V.device)[plan.own]
                 part = (w.reshape(-1, 1) * Vo).sum(0)
@@ -409,6 +411,8 @@ class DistributedChannel(Channel):
         self.meter.add_up(clients, msg.bits if bits is None else bits)
         if weights is None:  # exactly the simulated channel's reduction, on the same (m, d) rows
             return full.mean(0)
+        if isinstance(weights, float):
+            return full.sum(0).mul_(weights)
         w = torch.as_tensor(weights, dtype=V.dtype, device=V.device)
         return (w.reshape(-1, 1) * full).sum(0)
 

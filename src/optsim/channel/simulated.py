@@ -41,15 +41,17 @@ class Channel:
     def _as_message(self, msg) -> Message:
         return msg if isinstance(msg, Message) else self.dense(msg)
 
-    def uplink(self, msg: Message | torch.Tensor, clients=None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def uplink(self, msg: Message | torch.Tensor, clients=None, weights: torch.Tensor | float | None = None) -> torch.Tensor:
         """Aggregate the senders' messages at the server: sum_j weights_j * values_j
-        (the mean over senders when ``weights`` is None). ``clients`` (default all) are the
-        senders, one per row of the message."""
+        (the mean over senders when ``weights`` is None; a float: every sender's weight). ``clients``
+        (default all) are the senders, one per row of the message."""
         msg = self._as_message(msg)
         self.meter.add_up(clients, msg.bits)
         V = msg.values
         if weights is None:
             return V.mean(-2) if V.shape[-2] else V.new_zeros(*V.shape[:-2], self.d)
+        if isinstance(weights, float):
+            return V.sum(-2).mul_(weights)
         w = torch.as_tensor(weights, dtype=V.dtype, device=V.device)
         return (w.reshape(-1, 1) * V).sum(-2)
 

@@ -59,7 +59,7 @@ class TimeModel:
         if usage.per_client is None:  # every client used the same: the slowest computes longest
             return self._uniform_round_time(*usage.common[:3]) if usage.n else 0.0
         up, down = usage.bits_up, usage.bits_down
-        t = self.compute * usage.oracle["grad"]
+        t = self.compute * usage.counter(2)  # gradients
         if self.latency_up or self.bandwidth_up != math.inf:  # (free links add nothing)
             t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
         if self.latency_down or self.bandwidth_down != math.inf:

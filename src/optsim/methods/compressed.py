@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from pydantic import Field
 
 from .base import Method, MethodParams, register_method
@@ -17,9 +18,9 @@ def shifted_estimate(method: Method, G, lam: float, nu: float = 1.0):
     (n, d) and their mean ``h``; returns g."""
     msg = method.compress(G - method.H)
     delta = method.channel.uplink(msg)
-    g = method.h + nu * delta
+    g = torch.add(method.h, delta, alpha=nu)
     method.H.add_(msg.values, alpha=lam)
-    method.h = method.h + lam * delta
+    method.h = torch.add(method.h, delta, alpha=lam)
     return g
 
 

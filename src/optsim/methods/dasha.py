@@ -379,12 +379,12 @@ class _DASHAPPBase(Method):
         H = self.H[S_dev]
         k = self._k(S_cpu, S_dev, x_old, H)
         p_a, a = self.p_a, self.a
-        msg = self.compress(k / p_a - (a / p_a) * (self.G[S_dev] - H), clients=S_dev)
-        self.H[S_dev] = H + k / p_a
-        self.G[S_dev] += msg.values
+        kp = k / p_a
+        msg = self.compress(torch.sub(kp, self.G[S_dev] - H, alpha=a / p_a), clients=S_dev)
+        self.H.index_copy_(0, S_dev, H.add_(kp))
+        self.G.index_add_(0, S_dev, msg.values)  # S: distinct clients
         self.last[S_cpu] = self.t
-        weights = torch.full((r,), 1.0 / self.n, dtype=k.dtype, device=dev)
-        self.g = self.g + self.channel.uplink(msg, clients=S_dev, weights=weights)
+        self.g = self.g + self.channel.uplink(msg, clients=S_dev, weights=1.0 / self.n)
 
     def _k(self, S_cpu, S_dev, x_old, H) -> torch.Tensor:
         raise NotImplementedError

@@ -127,8 +127,7 @@ class EF21(Method):
         G = self.problem.grads(self.at_clients(self.x, S.shape[0]), clients=S)
         msg = self.compress(G - self.G[..., S, :], clients=S)
         self.G[..., S, :] += msg.values
-        weights = torch.full((S.shape[0],), 1.0 / self.n, dtype=G.dtype, device=G.device)
-        self.g = self.g + self.channel.uplink(msg, clients=S, weights=weights)
+        self.g = self.g + self.channel.uplink(msg, clients=S, weights=1.0 / self.n)
 
 
 def _down_alpha(self) -> float:

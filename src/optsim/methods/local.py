@@ -427,7 +427,7 @@ class Scaffold(LocalTraining):
             tau = (self.tau if S is None else self.tau[S]).to(x.device, x.dtype)[:, None]
             C_new = Ci - c + (x - Y) / (tau * self.gamma)
         update = self.channel.uplink(Y - x, clients=S, weights=self.weights(S))
-        dc = self.channel.uplink(C_new - Ci, clients=S, weights=torch.full((m,), 1.0 / self.n))
+        dc = self.channel.uplink(C_new - Ci, clients=S, weights=1.0 / self.n)
         if S is None:
             self.C = C_new
         else:

@@ -388,7 +388,7 @@ class DCGDShift(Method):
         if shift == "diana":
             a = self.shift_stepsize
             self.H.add_(msg.values, alpha=a)
-            self.h = self.h + a * delta
+            self.h = torch.add(self.h, delta, alpha=a)  # as DIANA (shifted_estimate), to the last bit
         elif shift == "rand_diana":
             gen = self.ctx.generator("method")
             R = torch.nonzero(torch.rand(self.n, generator=gen, dtype=torch.float64) < self.p).flatten()

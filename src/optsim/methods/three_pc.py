@@ -51,11 +51,11 @@ def _young_pairs(alpha: float, grid: int = 400) -> list[tuple[float, float]]:
 
 def _trigger(D: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, zeta: float) -> torch.Tensor:
     """The lazy-aggregation trigger ||x - h||^2 > zeta ||x - y||^2, row-wise (D = X - H)."""
-    dd = (D * D).sum(1)
+    dd = torch.linalg.vecdot(D, D)
     if zeta == 0:
         return dd > 0
     E = X - Y
-    return dd > zeta * (E * E).sum(1)
+    return dd > zeta * torch.linalg.vecdot(E, E)
 
 
 class ThreePC:
