@@ -10,12 +10,20 @@ clients, at two points for some; minibatches) are also reported against their ow
 the same uncounted oracle calls, recorded from ``rounds`` of their rounds and replayed as they
 were made (each call one batched computation), i.e. time per round / time of the same FLOPs.
 
-Run: ``python bench/bench_round.py`` (add ``--rounds N`` for longer timings).
+Two floors: the issue's (one batched gradient, calls back to back: the float32 data, 16 MiB, then
+stays in the last-level cache) and a cold floor (the same gradient with its data streamed from
+memory, as it is in a round when the round's other work or other processes on the machine evict
+it in between). Each method's block is timed right after a block of each floor and the ratios are
+taken pair by pair (medians over ``repeat`` pairs). "own work ms": the round with its oracle
+calls answered instantly (compression, aggregation, bookkeeping).
+
+Run: ``python bench/bench_round.py`` (``--rounds N`` for longer blocks, ``--dtype float32``).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import numpy as np
 import torch
@@ -52,6 +60,7 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
     problem = a9a_like(dtype=dtype)
     X = torch.zeros(problem.n, problem.d, dtype=dtype)
     contenders = {"floor (one batched gradient)": lambda: problem._grads(X, None)}
+    work = {}  # each method's round with its oracle calls answered instantly
     for spec in ({"name": "diana", "compressor": {"name": "rand_k", "k": 12}, "stepsize": 0.1},
                  {"name": "ef21", "compressor": {"name": "top_k", "k": 12}, "stepsize": 0.1},
                  {"name": "gd", "stepsize": 0.1},
@@ -80,28 +89,71 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
         label = f" ({spec['mechanism']})" if "mechanism" in spec else " (50 of 100)" if "sampler" in spec else ""
         contenders[spec["name"] + label] = one_round
         contenders[ORACLE_FLOOR + spec["name"] + label] = recorded_oracles(problem, one_round, rounds)
+        work[spec["name"] + label] = without_oracles(problem, one_round)
     floor_fn = contenders.pop("floor (one batched gradient)")
     for fn in (floor_fn, *contenders.values()):  # warm-up
         fn()
     # paired blocks: each method's block right after a floor block, ratios taken pair by pair (the
     # float32 gradient runs from the last-level cache, whose share of this machine varies over time)
     floor_times, times, ratios = [], {name: [] for name in contenders}, {name: [] for name in contenders}
+    cold, cold_ratios = [], {name: [] for name in contenders}
     for _ in range(repeat):
         for name, fn in contenders.items():
             f = block(floor_fn, rounds)
+            c = cold_block(floor_fn, rounds)
             t = block(fn, rounds)
             floor_times.append(f)
+            cold.append(c)
             times[name].append(t)
             ratios[name].append(t / f)
+            cold_ratios[name].append(t / c)
+    work_times = {name: min(block(fn, rounds) for _ in range(repeat)) for name, fn in work.items()}
     problem.attach(None)
     med = statistics.median
-    rows = [("floor (one batched gradient)", med(floor_times), 1.0, float("nan"), problem.n / med(floor_times))]
+    nan = float("nan")
+    rows = [("floor (one batched gradient)", med(floor_times), 1.0, med(floor_times) / med(cold), nan, nan,
+             problem.n / med(floor_times)),
+            ("cold floor (data from memory)", med(cold), med(cold) / med(floor_times), 1.0, nan, nan, problem.n / med(cold))]
     for name in contenders:
         if name.startswith(ORACLE_FLOOR):
             continue
         own = [a / b for a, b in zip(ratios[name], ratios[ORACLE_FLOOR + name])]  # both against adjacent floors
-        rows.append((name, med(times[name]), med(ratios[name]), med(own), problem.n / med(times[name])))
+        rows.append((name, med(times[name]), med(ratios[name]), med(cold_ratios[name]), med(own), work_times[name],
+                     problem.n / med(times[name])))
     return rows
+
+
+_EVICT = torch.zeros(64 << 20, dtype=torch.uint8)  # twice the last-level cache of the 2-core machine
+
+
+def cold_block(fn, reps: int) -> float:
+    """Mean seconds per call of ``fn()`` when each call finds none of its data in the caches (64 MiB
+    streamed through them before each call, untimed): what one batched gradient costs in a round
+    whose other work, or other processes on the machine, evicted the data since the last one."""
+    total = 0.0
+    for _ in range(reps):
+        _EVICT.add_(1)
+        t0 = time.perf_counter()
+        fn()
+        total += time.perf_counter() - t0
+    return total / reps
+
+
+def without_oracles(problem, one_round):
+    """``one_round`` with every gradient call answered at once by a stored result of the right shape
+    (the round's own work: compression, aggregation, bookkeeping)."""
+    G = problem._grads(torch.zeros(problem.n, problem.d, dtype=problem.dtype), None)
+
+    def answer(X, rows, *idx):
+        return G if rows is None else G[rows]
+
+    def run():
+        problem._grads = problem._sample_grads = answer
+        try:
+            one_round()
+        finally:
+            del problem._grads, problem._sample_grads
+    return run
 
 
 ORACLE_FLOOR = "oracle calls of "
@@ -146,9 +198,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 100 clients x 326 samples x 123 features")
     for dtype in [getattr(torch, name) for name in (args.dtype or ["float64", "float32"])]:
         print(f"\n{str(dtype).replace('torch.', '')}:")
-        print(f"  {'':<30}{'ms/round':>10}{'ratio to floor':>16}{'x own oracles':>15}{'client grads/s':>16}")
-        for name, t, ratio, own, rate in bench(dtype, args.rounds):
-            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>16.2f}{own:>15.2f}{rate:>16,.0f}")
+        print(f"  {'':<30}{'ms/round':>10}{'x floor':>9}{'x cold floor':>14}{'x own oracles':>15}{'own work ms':>13}"
+              f"{'client grads/s':>16}")
+        for name, t, ratio, cold, own, work_t, rate in bench(dtype, args.rounds):
+            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>9.2f}{cold:>14.2f}{own:>15.2f}{work_t * 1e3:>13.3f}{rate:>16,.0f}")
 
 
 if __name__ == "__main__":

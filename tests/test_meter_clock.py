@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from optsim.clock import Clock, TimeModel, compute_times
@@ -93,7 +94,7 @@ def test_meter_per_client_amounts_with_subset():
 def _usage(up, down, grads):
     """A round's usage with per-client amounts (as a meter gives it for client-dependent amounts)."""
     z = [0.0] * len(up)
-    rows = torch.tensor([up, down, grads, z, z], dtype=F64)
+    rows = np.array([up, down, grads, z, z], dtype=np.float64)
     return RoundUsage(len(up), (0.0,) * 5, rows, bool((rows[:2] > 0).any()))
 
 

@@ -50,6 +50,7 @@ class TimeModel:
     def __init__(self, compute: torch.Tensor, latency_up: float = 0.0, bandwidth_up: float = math.inf,
                  latency_down: float = 0.0, bandwidth_down: float = math.inf):
         self.compute = compute.to(torch.float64)
+        self._compute = self.compute.numpy()
         self._compute_max = float(self.compute.max()) if self.compute.numel() else 0.0
         self.latency_up, self.bandwidth_up = float(latency_up), float(bandwidth_up)
         self.latency_down, self.bandwidth_down = float(latency_down), float(bandwidth_down)
@@ -58,13 +59,14 @@ class TimeModel:
         """Seconds of one synchronous round that used ``usage``."""
         if usage.per_client is None:  # every client used the same: the slowest computes longest
             return self._uniform_round_time(*usage.common[:3]) if usage.n else 0.0
-        up, down = usage.bits_up, usage.bits_down
-        t = self.compute * usage.counter(2)  # gradients
+        t = self._compute * usage.counter_array(2)  # gradients
         if self.latency_up or self.bandwidth_up != math.inf:  # (free links add nothing)
+            up = usage.counter_array(0)
             t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
         if self.latency_down or self.bandwidth_down != math.inf:
+            down = usage.counter_array(1)
             t = t + (down > 0) * (self.latency_down + down / self.bandwidth_down)
-        return float(t.max()) if t.numel() else 0.0
+        return float(t.max()) if t.size else 0.0
 
     def _uniform_round_time(self, up: float, down: float, grads: float) -> float:
         """:meth:`round_time` when every client used ``up``, ``down`` bits and ``grads`` gradients

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
@@ -359,10 +360,10 @@ class _DASHAPPBase(Method):
     def init(self, x0):
         _start(self, x0)
         self.t = 0
-        self.last = torch.zeros(self.n, dtype=torch.long)  # round of each client's last participation
+        self.last = np.zeros(self.n, dtype=np.int64)  # round of each client's last participation (CPU bookkeeping)
         if self.full_gradients:  # each client's latest full local gradient and the round of its model
             self.P = self.H.clone()
-            self.known = torch.zeros(self.n, dtype=torch.long)
+            self.known = np.zeros(self.n, dtype=np.int64)
 
     def step(self):
         x_old = self.x
@@ -383,7 +384,7 @@ class _DASHAPPBase(Method):
         msg = self.compress(torch.sub(kp, self.G[S_dev] - H, alpha=a / p_a), clients=S_dev)
         self.H.index_copy_(0, S_dev, H.add_(kp))
         self.G.index_add_(0, S_dev, msg.values)  # S: distinct clients
-        self.last[S_cpu] = self.t
+        self.last[S_cpu.numpy()] = self.t
         self.g = self.g + self.channel.uplink(msg, clients=S_dev, weights=1.0 / self.n)
 
     def _k(self, S_cpu, S_dev, x_old, H) -> torch.Tensor:
@@ -392,9 +393,10 @@ class _DASHAPPBase(Method):
     # helpers of the estimators
     def _send_old(self, S_cpu, x_old) -> None:
         """x goes to the participating clients that missed the previous round (the others hold it)."""
-        stale = S_cpu[self.last[S_cpu] != self.t - 1]
-        if stale.numel():
-            self.channel.broadcast(x_old, clients=stale)
+        S = S_cpu.numpy()
+        stale = S[self.last[S] != self.t - 1]
+        if stale.size:
+            self.channel.broadcast(x_old, clients=torch.from_numpy(stale))
 
     def _full_grads(self, S_cpu, S_dev, x_old, need_old: bool):
         """grad f_i(x+) for the clients S and, if ``need_old``, grad f_i(x): a client that computed it
@@ -402,7 +404,8 @@ class _DASHAPPBase(Method):
         r = S_cpu.shape[0]
         if need_old:
             self._send_old(S_cpu, x_old)
-            miss = S_cpu[self.known[S_cpu] != self.t - 1]
+            S = S_cpu.numpy()
+            miss = torch.from_numpy(S[self.known[S] != self.t - 1])
         else:
             miss = S_cpu[:0]
         miss_dev = miss.to(self.problem.device)
@@ -415,7 +418,7 @@ class _DASHAPPBase(Method):
                 self.P[miss_dev] = grads[r:]
             old = self.P[S_dev]
         self.P[S_dev] = new
-        self.known[S_cpu] = self.t
+        self.known[S_cpu.numpy()] = self.t
         return new, old
 
     def _minibatch_pair(self, S_cpu, S_dev, x_old, batch: int):
