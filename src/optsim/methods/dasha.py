@@ -377,11 +377,11 @@ class _DASHAPPBase(Method):
         S_cpu = S.cpu()
         S_dev = S.to(dev)
         self.channel.broadcast(self.x, clients=S_cpu)
-        H = self.H[S_dev]
+        H = self.H.index_select(0, S_dev)
         k = self._k(S_cpu, S_dev, x_old, H)
         p_a, a = self.p_a, self.a
         kp = k / p_a
-        msg = self.compress(torch.sub(kp, self.G[S_dev] - H, alpha=a / p_a), clients=S_dev)
+        msg = self.compress(torch.sub(kp, self.G.index_select(0, S_dev) - H, alpha=a / p_a), clients=S_dev)
         self.H.index_copy_(0, S_dev, H.add_(kp))
         self.G.index_add_(0, S_dev, msg.values)  # S: distinct clients
         self.last[S_cpu.numpy()] = self.t
@@ -415,9 +415,9 @@ class _DASHAPPBase(Method):
         old = None
         if need_old:
             if miss.numel():
-                self.P[miss_dev] = grads[r:]
-            old = self.P[S_dev]
-        self.P[S_dev] = new
+                self.P.index_copy_(0, miss_dev, grads[r:])
+            old = self.P.index_select(0, S_dev)
+        self.P.index_copy_(0, S_dev, new)
         self.known[S_cpu.numpy()] = self.t
         return new, old
 
