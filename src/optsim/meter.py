@@ -28,22 +28,12 @@ ORACLES = ("grad", "hess", "func")
 _ROWS = ("up", "down") + ORACLES
 
 
-@dataclass(frozen=True)
-class RoundUsage:
-    """What one round used, per client: ``common[j]`` of counter j (bits up, bits down, then the
-    oracle kinds) by every client, plus ``per_client[j]`` (a (5, n) float64 array; None when every
-    client used the same)."""
-
-    n: int
-    common: tuple[float, ...]
-    per_client: np.ndarray | None
-    communicated: bool
+class _Counters:
+    """Per-client views of counters 0 (bits up), 1 (bits down) and 2.. (oracle kinds), as float64
+    tensors of shape (n,), from :meth:`counter_array`."""
 
     def counter_array(self, j: int) -> np.ndarray:
-        """Counter ``j`` of every client, shape (n,), as a numpy array."""
-        if self.per_client is None:
-            return np.full(self.n, self.common[j])
-        return self.per_client[j] + self.common[j]
+        raise NotImplementedError
 
     def counter(self, j: int) -> torch.Tensor:
         """Counter ``j`` of every client, shape (n,)."""
@@ -62,7 +52,25 @@ class RoundUsage:
         return {k: self.counter(2 + j) for j, k in enumerate(ORACLES)}
 
 
-class Meter:
+@dataclass(frozen=True)
+class RoundUsage(_Counters):
+    """What one round used, per client: ``common[j]`` of counter j (bits up, bits down, then the
+    oracle kinds) by every client, plus ``per_client[j]`` (a (5, n) float64 array; None when every
+    client used the same)."""
+
+    n: int
+    common: tuple[float, ...]
+    per_client: np.ndarray | None
+    communicated: bool
+
+    def counter_array(self, j: int) -> np.ndarray:
+        """Counter ``j`` of every client, shape (n,), as a numpy array."""
+        if self.per_client is None:
+            return np.full(self.n, self.common[j])
+        return self.per_client[j] + self.common[j]
+
+
+class Meter(_Counters):
     """Per-client counters of one run (cumulative and for the current round), each the sum of an
     amount common to all clients (a float) and a per-client part (a row of one (5, n) numpy array,
     touched only by amounts that differ between clients; numpy: a scatter-add of a few dozen
@@ -88,20 +96,9 @@ class Meter:
         state.setdefault("_total_per_client", True)
         self.__dict__.update(state)
 
-    def _counter(self, j: int) -> torch.Tensor:
-        return torch.from_numpy(self._total[j] + self._total_common[j])
-
-    @property
-    def bits_up(self) -> torch.Tensor:
-        return self._counter(0)
-
-    @property
-    def bits_down(self) -> torch.Tensor:
-        return self._counter(1)
-
-    @property
-    def oracle(self) -> dict[str, torch.Tensor]:
-        return {k: self._counter(2 + j) for j, k in enumerate(ORACLES)}
+    def counter_array(self, j: int) -> np.ndarray:
+        """Cumulative counter ``j`` of every client, shape (n,), as a numpy array."""
+        return self._total[j] + self._total_common[j]
 
     def _add(self, row: int, clients, amount) -> None:
         if clients is None:
