@@ -15,7 +15,9 @@ stays in the last-level cache) and a cold floor (the same gradient with its data
 memory, as it is in a round when the round's other work or other processes on the machine evict
 it in between). Each method's block is timed right after a block of each floor and the ratios are
 taken pair by pair (medians over ``repeat`` pairs). "own work ms": the round with its oracle
-calls answered instantly (compression, aggregation, bookkeeping).
+calls answered instantly (compression, aggregation, bookkeeping), back to back; "after a grad":
+the same, each round right after one (untimed) batched gradient, as in a real round, where the
+gradient's pass over the data has pushed the round's own code and data out of the near caches.
 
 Run: ``python bench/bench_round.py`` (``--rounds N`` for longer blocks, ``--dtype float32``).
 """
@@ -108,19 +110,32 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
             ratios[name].append(t / f)
             cold_ratios[name].append(t / c)
     work_times = {name: min(block(fn, rounds) for _ in range(repeat)) for name, fn in work.items()}
+    work_after = {name: min(after_block(floor_fn, fn, rounds) for _ in range(repeat)) for name, fn in work.items()}
     problem.attach(None)
     med = statistics.median
     nan = float("nan")
-    rows = [("floor (one batched gradient)", med(floor_times), 1.0, med(floor_times) / med(cold), nan, nan,
+    rows = [("floor (one batched gradient)", med(floor_times), 1.0, med(floor_times) / med(cold), nan, nan, nan,
              problem.n / med(floor_times)),
-            ("cold floor (data from memory)", med(cold), med(cold) / med(floor_times), 1.0, nan, nan, problem.n / med(cold))]
+            ("cold floor (data from memory)", med(cold), med(cold) / med(floor_times), 1.0, nan, nan, nan,
+             problem.n / med(cold))]
     for name in contenders:
         if name.startswith(ORACLE_FLOOR):
             continue
         own = [a / b for a, b in zip(ratios[name], ratios[ORACLE_FLOOR + name])]  # both against adjacent floors
         rows.append((name, med(times[name]), med(ratios[name]), med(cold_ratios[name]), med(own), work_times[name],
-                     problem.n / med(times[name])))
+                     work_after[name], problem.n / med(times[name])))
     return rows
+
+
+def after_block(before, fn, reps: int) -> float:
+    """Mean seconds per call of ``fn()`` when each call follows an (untimed) call of ``before()``."""
+    total = 0.0
+    for _ in range(reps):
+        before()
+        t0 = time.perf_counter()
+        fn()
+        total += time.perf_counter() - t0
+    return total / reps
 
 
 _EVICT = torch.zeros(64 << 20, dtype=torch.uint8)  # twice the last-level cache of the 2-core machine
@@ -199,9 +214,10 @@ def main() -> None:
     for dtype in [getattr(torch, name) for name in (args.dtype or ["float64", "float32"])]:
         print(f"\n{str(dtype).replace('torch.', '')}:")
         print(f"  {'':<30}{'ms/round':>10}{'x floor':>9}{'x cold floor':>14}{'x own oracles':>15}{'own work ms':>13}"
-              f"{'client grads/s':>16}")
-        for name, t, ratio, cold, own, work_t, rate in bench(dtype, args.rounds):
-            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>9.2f}{cold:>14.2f}{own:>15.2f}{work_t * 1e3:>13.3f}{rate:>16,.0f}")
+              f"{'after a grad':>14}{'client grads/s':>16}")
+        for name, t, ratio, cold, own, work_t, after, rate in bench(dtype, args.rounds):
+            print(f"  {name:<30}{t * 1e3:>10.3f}{ratio:>9.2f}{cold:>14.2f}{own:>15.2f}{work_t * 1e3:>13.3f}"
+                  f"{after * 1e3:>14.3f}{rate:>16,.0f}")
 
 
 if __name__ == "__main__":
