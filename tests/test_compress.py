@@ -430,3 +430,18 @@ def test_compress_replicas_equals_each_replica_with_its_generator(spec):
         one = comp(X[r], generator(r, "compressor"))
         assert torch.equal(stacked.values[r], one.values)
         assert torch.equal(stacked.bits, one.bits)
+
+
+def test_mask_selection_off_the_numpy_path_agrees():
+    """Inputs numpy cannot take (here: requiring grad; on a GPU the same path) select with torch:
+    the same top-k set as the numpy path, and the kept values carry the gradient."""
+    from optsim.compress.operators import _keep, largest_k_mask
+
+    g = torch.Generator().manual_seed(1)
+    V = torch.randn(20, 31, generator=g, dtype=torch.float64)
+    W = V.clone().requires_grad_()
+    for k in (1, 7, 30):
+        assert torch.equal(largest_k_mask(W.abs(), k), largest_k_mask(V.abs(), k))
+    out = _keep(W, largest_k_mask(W.detach().abs(), 7), 2.0)
+    out.sum().backward()
+    assert torch.equal(W.grad, 2.0 * largest_k_mask(V.abs(), 7).double())
