@@ -1,6 +1,7 @@
 """The built-in compression operators (all batched over client rows)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -72,7 +73,7 @@ def largest_k_mask(V: torch.Tensor, k: int) -> torch.Tensor:
         return _mask_of(largest_k(V, k), V.shape)
     Vn = V.numpy()
     if Vn.dtype == np.float32:
-        keys = (Vn.view(np.int32).astype(np.int64) << index_bits(d)) | np.arange(d - 1, -1, -1, dtype=np.int64)
+        keys = (Vn.view(np.int32).astype(np.int64) << index_bits(d)) | _columns(d, np.int64, reverse=True)
         return torch.from_numpy(keys >= np.partition(keys, d - k, axis=1)[:, d - k:d - k + 1])
     kth = np.partition(Vn, d - k, axis=1)[:, d - k:d - k + 1]
     mask = Vn >= kth
@@ -87,6 +88,14 @@ def largest_k_mask(V: torch.Tensor, k: int) -> torch.Tensor:
         np.put_along_axis(redo, np.argpartition(Vn[nan], d - k, axis=1)[:, d - k:], True, axis=1)
         mask[nan] = redo
     return torch.from_numpy(mask)
+
+
+@functools.lru_cache(maxsize=64)
+def _columns(d: int, kind, reverse: bool = False) -> np.ndarray:
+    """0, ..., d - 1 (or reversed) as a read-only array of integer type ``kind`` (shared)."""
+    cols = np.arange(d - 1, -1, -1, dtype=kind) if reverse else np.arange(d, dtype=kind)
+    cols.flags.writeable = False
+    return cols
 
 
 def random_k_mask(m: int, d: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -106,7 +115,7 @@ def random_k_mask(m: int, d: int, k: int, generator: torch.Generator | None) -> 
     else:
         keys = torch.randint(-2 ** 63, 2 ** 63 - 1, (m, d), generator=generator, dtype=torch.int64).numpy()
         kind = np.int64
-    keys = (keys & kind(-(1 << b))) | np.arange(d, dtype=kind)
+    keys = (keys & kind(-(1 << b))) | _columns(d, kind)
     return torch.from_numpy(keys <= np.partition(keys, k - 1, axis=1)[:, k - 1:k])
 
 
