@@ -6,7 +6,7 @@ clock can turn a round's usage into simulated time and the trace can report per-
 
 Most rounds charge every client the same amount (all clients compute a full gradient and send
 a message of a fixed size); such amounts are kept as one number per counter, and a per-client
-tensor is touched only by amounts that differ between clients (client sampling, messages whose
+array is touched only by amounts that differ between clients (client sampling, messages whose
 size depends on their content). A client's count is the sum of both parts.
 """
 from __future__ import annotations

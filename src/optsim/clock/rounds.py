@@ -56,27 +56,20 @@ class TimeModel:
         self.latency_down, self.bandwidth_down = float(latency_down), float(bandwidth_down)
 
     def round_time(self, usage: RoundUsage) -> float:
-        """Seconds of one synchronous round that used ``usage``."""
-        if usage.per_client is None:  # every client used the same: the slowest computes longest
-            return self._uniform_round_time(*usage.common[:3]) if usage.n else 0.0
-        t = self._compute * usage.counter_array(2)  # gradients
+        """Seconds of one synchronous round that used ``usage``. When every client used the same,
+        the formula runs on floats with the slowest client's compute time (its largest term)."""
+        if not usage.n:
+            return 0.0
+        uniform = usage.per_client is None
+        counter = (lambda j: usage.common[j]) if uniform else usage.counter_array
+        t = (self._compute_max if uniform else self._compute) * counter(2)  # gradients
         if self.latency_up or self.bandwidth_up != math.inf:  # (free links add nothing)
-            up = usage.counter_array(0)
+            up = counter(0)
             t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
         if self.latency_down or self.bandwidth_down != math.inf:
-            down = usage.counter_array(1)
+            down = counter(1)
             t = t + (down > 0) * (self.latency_down + down / self.bandwidth_down)
-        return float(t.max()) if t.size else 0.0
-
-    def _uniform_round_time(self, up: float, down: float, grads: float) -> float:
-        """:meth:`round_time` when every client used ``up``, ``down`` bits and ``grads`` gradients
-        (the same floating-point operations as the per-client formula, on its largest term)."""
-        t = self._compute_max * grads
-        if self.latency_up or self.bandwidth_up != math.inf:
-            t = t + (up > 0) * (self.latency_up + up / self.bandwidth_up)
-        if self.latency_down or self.bandwidth_down != math.inf:
-            t = t + (down > 0) * (self.latency_down + down / self.bandwidth_down)
-        return t
+        return float(t) if uniform else float(t.max())
 
 
 class Clock:
