@@ -280,3 +280,38 @@ def test_cli_runs_export_report_and_plot(tmp_path, capsys):
     assert list((tmp_path / "fig").glob("*.png"))
     assert main(["runs", "rm", "1", "--store", db]) == 0
     assert len(ResultStore(db).runs()) == 1
+
+
+def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
+    """A finished run stored by another optsim build is reused but reported as such (summary, sweep,
+    ``runs ls``); one made by this build is not."""
+    from optsim.cli import main
+    from optsim.experiment.runner import _summary
+    from optsim.experiment.store import build_id
+
+    store = ResultStore(tmp_path / "runs.db")
+    c = cfg()
+    first = run_stored(store, problem, c.methods[0], c, progress=False)
+    assert store.runs()[0]["version"] == build_id() and build_id().startswith("0.")
+    same = run_stored(store, problem, c.methods[0], c, progress=False)
+    assert same.meta["reused"] and "stored_by" not in same.meta and "made by" not in _summary(same)
+    with store._tx() as conn:
+        conn.execute("UPDATE runs SET version = '0.0.9+0123456789ab'")
+    old = run_stored(store, problem, c.methods[0], c, progress=False)
+    assert old.meta["reused"] and old.meta["stored_by"] == "0.0.9+0123456789ab"
+    assert _rows(old) == _rows(first)
+    assert "made by optsim 0.0.9+0123456789ab: --force recomputes it" in _summary(old)
+    assert main(["runs", "ls", "--store", str(tmp_path / "runs.db")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("0.0.9+0123456789ab")
+    redone = run_stored(store, problem, c.methods[0], c, progress=False, force=True)
+    assert not redone.meta.get("reused") and store.runs()[0]["version"] == build_id()
+
+    data = dict(json.loads(json.dumps(BASE)), name="st_sweep", sweep={"grid": {"seed": [0, 1]}})
+    store2 = ResultStore(tmp_path / "sweep.db")
+    run_sweep(data, store2, jobs=1, progress=False)
+    with store2._tx() as conn:
+        conn.execute("UPDATE runs SET version = '0.0.9+0123456789ab' WHERE seed = 1")
+    capsys.readouterr()
+    again = run_sweep(data, store2, jobs=1, progress=False)
+    assert list(again.stale.values()) == ["0.0.9+0123456789ab"]
+    assert "1 of the sweep's stored runs were made by another optsim build" in capsys.readouterr().err

@@ -333,10 +333,11 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
             dist.broadcast_object_list(state, src=0)
         if state[0] != "claimed":  # "done" (reused) or "busy" (another process runs it), as run_stored
             if rank == 0:
+                from .experiment.store import mark_reused
                 from .experiment.trace import Trace
 
                 t = store.trace(row) or Trace(spec.get("label", spec["name"]), spec["name"], status="running")
-                t.meta["reused"] = state[0] == "done"
+                mark_reused(t, row, state[0] == "done")
                 t.label = spec.get("label", spec["name"])
                 publish(t)
             continue

@@ -36,9 +36,9 @@ def _numpy_ok(X: torch.Tensor) -> bool:
 def _keep(X: torch.Tensor, mask: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """``scale`` * X where ``mask`` holds, 0 elsewhere (whatever X holds there, inf and NaN included)."""
     if _numpy_ok(X):
-        V = torch.from_numpy(np.where(mask.numpy(), X.numpy(), 0))
-    else:
-        V = torch.where(mask.to(X.device), X, 0.0)
+        Xn = X.numpy()
+        return torch.from_numpy(np.where(mask.numpy(), Xn if scale == 1.0 else Xn * scale, 0))
+    V = torch.where(mask.to(X.device), X, 0.0)
     return V if scale == 1.0 else V.mul_(scale)
 
 

@@ -374,7 +374,9 @@ def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = T
 def _summary(t: Trace) -> str:
     metric = t.meta.get("metric", "f_gap")
     msg = f"  {t.label:<24} {t.status:<9} rounds={t.last('round'):.0f} {metric}={t.last(metric):.3e}"
-    if t.meta.get("reused"):
+    if t.meta.get("stored_by"):
+        msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --force recomputes it)"
+    elif t.meta.get("reused"):
         msg += "  (reused from the results store)"
     if t.status in ("failed", "diverged"):
         msg += f"  ({t.meta.get('message', '')})"

@@ -1,16 +1,19 @@
 """The results store: every run in an embedded SQLite database (WAL mode).
 
 One row per run = one method on one problem config with one seed. The row holds the run's
-full config and its hash (independent of key order), the package version, the seed, the
+full config and its hash (independent of key order), the optsim build that made it, the seed, the
 status (running / finished / diverged / failed / interrupted), timings, the trace and, while
 the run is unfinished, its latest checkpoint. A finished (or diverged, or failed) run with the
-same hash is reused rather than recomputed; an interrupted run, or one whose worker died,
+same hash is reused rather than recomputed (one made by another optsim build is marked stale:
+``--force`` recomputes it); an interrupted run, or one whose worker died,
 resumes from its checkpoint. Several processes may write at once: each opens its own
 connection, writes in short ``BEGIN IMMEDIATE`` transactions, and a run is *claimed* by one
 process at a time (a claim whose owner process is gone is taken over).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import socket
@@ -22,7 +25,7 @@ from typing import Any, Iterator
 from .config import ExperimentConfig, config_hash
 from .trace import Trace
 
-__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "DONE"]
+__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "DONE"]
 
 #: statuses that are final: such a run is reused, not redone (unless forced)
 DONE = ("finished", "diverged", "failed")
@@ -52,6 +55,28 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_experiment ON runs(experiment);
 """
+
+
+@functools.lru_cache(maxsize=1)
+def build_id() -> str:
+    """The optsim build: its version and a fingerprint of its source files, e.g. ``0.1.0+3f2a9c1d0b7e``.
+    A stored run records the build that made it, so that a run reused after the code changed (an
+    upgrade, a local edit) is reported as such instead of passing for a result of this code."""
+    from .. import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def mark_reused(trace: Trace, row: sqlite3.Row, done: bool) -> None:
+    """Mark ``trace``, read from the store's ``row``, as reused (``done``) or still running elsewhere,
+    and as stale when another optsim build made it (``meta["stored_by"]``)."""
+    trace.meta["reused"] = done
+    if done and row["version"] != build_id():
+        trace.meta["stored_by"] = row["version"]
 
 
 def default_store_path() -> Path:
@@ -138,8 +163,6 @@ class ResultStore:
         """Try to take run ``h``: returns ("done", row) when it is finished and reusable,
         ("busy", row) when a live process is running it, ("claimed", row or None) when this
         process now owns it (row is the previous state, possibly with a checkpoint)."""
-        from .. import __version__
-
         now = time.time()
         with self._tx() as c:
             row = c.execute("SELECT * FROM runs WHERE hash = ?", (h,)).fetchone()
@@ -152,12 +175,12 @@ class ResultStore:
                 c.execute("INSERT INTO runs (hash, experiment, label, method, seed, config, version, status, owner,"
                           " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                           (h, cfg.name, spec.get("label", spec["name"]), spec["name"], cfg.seed,
-                           json.dumps(run_config(cfg, spec), sort_keys=True), __version__, _owner(), now, now))
+                           json.dumps(run_config(cfg, spec), sort_keys=True), build_id(), _owner(), now, now))
             else:
                 reset = ", checkpoint = NULL, trace = NULL" if force else ""
                 c.execute(f"UPDATE runs SET status = 'running', owner = ?, updated = ?, experiment = ?, label = ?,"
                           f" version = ?{reset} WHERE hash = ?",
-                          (_owner(), now, cfg.name, spec.get("label", spec["name"]), __version__, h))
+                          (_owner(), now, cfg.name, spec.get("label", spec["name"]), build_id(), h))
             return "claimed", (None if force else row)
 
     def save_checkpoint(self, h: str, blob: bytes, trace: Trace) -> None:
@@ -241,7 +264,7 @@ def run_stored(store: ResultStore, problem, spec: dict[str, Any], cfg: Experimen
         trace = store.trace(row)
         if trace is None:  # busy with no trace yet
             trace = Trace(spec.get("label", spec["name"]), spec["name"], status="running")
-        trace.meta["reused"] = state == "done"
+        mark_reused(trace, row, state == "done")
         trace.label = spec.get("label", spec["name"])
         return trace
     resume = row["checkpoint"] if row is not None and row["checkpoint"] else None

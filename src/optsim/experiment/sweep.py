@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig, config_hash, parse_config, set_path
-from .store import DONE, ResultStore, run_hash, run_stored
+from .store import DONE, ResultStore, build_id, run_hash, run_stored
 
 __all__ = ["Job", "expand_sweep", "run_sweep", "best_of_grid", "SweepResult"]
 
@@ -45,6 +45,7 @@ class SweepResult:
     jobs: list[Job]
     status: dict[str, str] = field(default_factory=dict)  # hash -> status
     final: dict[str, float] = field(default_factory=dict)  # hash -> final metric value
+    stale: dict[str, str] = field(default_factory=dict)  # hash -> build of a reused run made by another build
 
 
 def _point_label(point: dict[str, Any]) -> str:
@@ -154,14 +155,21 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     (None: 32 when the problem is large enough for batching to pay, 1 = no batching)."""
     base_cfg, all_jobs = expand_sweep(data)
     result = SweepResult(all_jobs)
-    todo = []
+    todo, stale = [], {}
     for job in all_jobs:
         row = store.get(job.hash)
         if row is not None and row["status"] in DONE and not force:
             result.status[job.hash] = row["status"]
             result.final[job.hash] = row["final_metric"] if row["final_metric"] is not None else math.inf
+            if row["version"] != build_id():
+                stale[job.hash] = row["version"]
         else:
             todo.append(job)
+    result.stale.update(stale)
+    if stale:
+        print(f"optsim: {len(stale)} of the sweep's stored runs were made by another optsim build "
+              f"({', '.join(sorted({str(v) for v in stale.values()}))}; this is {build_id()}): reused; "
+              "--force recomputes them", file=sys.stderr)
     n_jobs = max(1, jobs or os.cpu_count() or 1)
     bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(todo), desc=f"sweep {base_cfg.name}",
                disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
