@@ -90,8 +90,18 @@ def test_cli_two_processes_match_simulated(tmp_path, simulated):
     # the results store holds the runs, written by rank 0
     from optsim.experiment.store import ResultStore
 
-    rows = ResultStore(db).runs()
+    store = ResultStore(db)
+    rows = store.runs()
     assert sorted(r["status"] for r in rows) == ["finished"] * len(METHODS)
+    # run again: every run is reused; one stored by another optsim build is flagged as such
+    with store._tx() as conn:
+        conn.execute("UPDATE runs SET version = 'older' WHERE label = 'GD'")
+    assert main(["run", str(cfg_path), "--backend", "distributed", "--nproc", "2", "--store", str(db),
+                 "--no-plot", "-q"]) == 0
+    again = {t.label: t for t in (Trace.load(f) for f in (tmp_path / "out" / "traces").glob("*.json"))}
+    assert all(t.meta["reused"] for t in again.values())
+    assert {label for label, t in again.items() if "stored_by" in t.meta} == {"GD"}
+    assert again["GD"].meta["stored_by"] == "older"
 
 
 def test_four_processes_match_simulated(tmp_path, simulated):

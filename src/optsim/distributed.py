@@ -339,6 +339,9 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 t = store.trace(row) or Trace(spec.get("label", spec["name"]), spec["name"], status="running")
                 mark_reused(t, row, state[0] == "done")
                 t.label = spec.get("label", spec["name"])
+                path = out / "traces" / f"{safe_filename(t.label)}.json"  # as the simulated runner does
+                t.save(path)
+                saved.append(str(path))
                 publish(t)
             continue
         backend = DistributedBackend(Comm(problem.n, problem.device), cfg, compact=job.get("compact", True))
