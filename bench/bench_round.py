@@ -32,6 +32,7 @@ import torch
 
 from optsim.channel import Channel
 from optsim.clock import Clock, TimeModel, compute_times
+from optsim.compress.operators import random_k_mask
 from optsim.meter import Meter
 from optsim.methods import build_method
 from optsim.problems import LogisticRegression
@@ -53,6 +54,31 @@ def a9a_like(n=100, m=326, d=123, dtype=torch.float64, seed=0, lam=1e-3,
 
 
 PP = {"name": "nice", "tau": 50}
+
+
+def diana_by_hand(problem, k: int, gamma: float, generator: torch.Generator):
+    """A round of DIANA with rand-k (Mishchenko et al. 2019, Alg. 1; shift stepsize k/d) written
+    directly in numpy on preallocated arrays, without the framework (method, compressor, channel,
+    meter, clock): the same gradient call and the same rand-k mask code drawing from ``generator``.
+    DIANA's time per round over this one's is what the framework costs on top of the arithmetic."""
+    n, d = problem.n, problem.d
+    X = torch.zeros(n, d, dtype=problem.dtype)
+    H = torch.zeros(n, d, dtype=problem.dtype)
+    Xn, Hn = X.numpy(), H.numpy()
+    x, h, D = np.zeros(d, Xn.dtype), np.zeros(d, Xn.dtype), np.empty((n, d), Xn.dtype)
+    scale, a = d / k, k / d
+
+    def one_round():
+        Xn[:] = x
+        np.subtract(problem._grads(X, None).numpy(), Hn, out=D)
+        np.multiply(D, random_k_mask(n, d, k, generator).numpy(), out=D)  # (finite values)
+        np.multiply(D, scale, out=D)
+        np.add(Hn, a * D, out=Hn)
+        mean = D.sum(0) / n
+        g = h + mean
+        h[:] += a * mean
+        x[:] -= gamma * g
+    return one_round, x
 
 
 def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
@@ -89,9 +115,22 @@ def bench(dtype, rounds: int, repeat: int = 7) -> list[tuple]:
             clock.advance(meter.close_round())
 
         label = f" ({spec['mechanism']})" if "mechanism" in spec else " (50 of 100)" if "sampler" in spec else ""
+        if spec["name"] == "diana":  # the same round by hand: check it computes the same iterates
+            generator = torch.Generator()
+            generator.set_state(method.ctx.generator("compressor").get_state())
+            by_hand, x_hand = diana_by_hand(problem, 12, method.gamma, generator)
+            for _ in range(3):
+                by_hand()
+                one_round()
+            assert np.allclose(x_hand, method.x.numpy(), rtol=1e-4, atol=1e-6), "DIANA by hand differs"
         contenders[spec["name"] + label] = one_round
         contenders[ORACLE_FLOOR + spec["name"] + label] = recorded_oracles(problem, one_round, rounds)
         work[spec["name"] + label] = without_oracles(problem, one_round)
+        if spec["name"] == "diana":
+            name = "diana by hand (numpy)"
+            contenders[name] = by_hand
+            contenders[ORACLE_FLOOR + name] = recorded_oracles(problem, by_hand, rounds)
+            work[name] = without_oracles(problem, by_hand)
     floor_fn = contenders.pop("floor (one batched gradient)")
     for fn in (floor_fn, *contenders.values()):  # warm-up
         fn()
