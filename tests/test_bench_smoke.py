@@ -1,0 +1,37 @@
+"""Every benchmark script runs, at a tiny size, and prints its ratio-to-floor table (the figures
+themselves are not checked: benchmarks are not timed tests; this keeps them from rotting)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+SCRIPTS = {
+    "bench_round.py": (["--rounds", "1", "--dtype", "float32"], r"diana by hand \(numpy\)\s+[\d.]+\s+[\d.]+"),
+    "bench_async.py": (["--arrivals", "2000"], r"tau_i = 1\s+[\d,]+"),
+    "bench_hessian.py": (["--rounds", "1", "--clients", "10", "--samples", "30", "--dim", "10"],
+                         r"floor \(one batched Hessian\)\s+[\d.]+\s+1\.00"),
+    "bench_local.py": (["--rounds", "1"], r"worst full-gradient local step / floor: [\d.]+"),
+    "bench_muon.py": (["--clients", "4", "--layers", "2", "--dim", "16", "--repeats", "2"],
+                      r"batched/loop\s+[\d.]+"),
+    "bench_neural.py": (["--clients", "4", "--repeats", "2"], r"ratio loop / vmap =\s+[\d.]+"),
+    "bench_sweep.py": (["--rounds", "3", "--repeat", "1"], r"32 runs, replica-stacked .*x one run"),
+    "bench_distributed.py": (["--rounds", "5", "--nproc", "2", "--repeat", "1"], r"distributed, 2 procs\s+[\d.]+"),
+}
+
+
+def test_every_benchmark_is_smoke_tested():
+    assert sorted(p.name for p in BENCH.glob("bench_*.py")) == sorted(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_benchmark_runs(script):
+    args, expected = SCRIPTS[script]
+    proc = subprocess.run([sys.executable, script, *args], cwd=BENCH, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(expected, proc.stdout), proc.stdout[-2000:]
