@@ -64,6 +64,11 @@ class Channel:
     def broadcast(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:
         """Send one server message (a (d,) tensor or a one-row :class:`Message`) to ``clients``
         (default all); returns the decoded (d,) vector."""
+        if isinstance(msg, torch.Tensor):  # a dense vector: d floats to each receiver
+            if msg.numel() != self.d * max(self.replicas, 1):
+                raise ValueError("broadcast sends one message; use send_down for one message per client")
+            self.meter.add_down(clients, float(self.d * self.float_bits))
+            return msg.reshape(self.replicas, self.d) if self.replicas else msg.reshape(self.d)
         msg = self._as_message(msg)
         if msg.values.shape[-2] != 1:
             raise ValueError("broadcast sends one message; use send_down for one message per client")
