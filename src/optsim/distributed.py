@@ -315,6 +315,11 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 time.sleep(3600)
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def save(trace):
+        path = out / "traces" / f"{safe_filename(trace.label)}.json"
+        trace.save(path)
+        saved.append(str(path))
+
     def publish(trace):
         traces.append(trace)
         if result_file is not None:
@@ -339,9 +344,7 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 t = store.trace(row) or Trace(spec.get("label", spec["name"]), spec["name"], status="running")
                 mark_reused(t, row, state[0] == "done")
                 t.label = spec.get("label", spec["name"])
-                path = out / "traces" / f"{safe_filename(t.label)}.json"  # as the simulated runner does
-                t.save(path)
-                saved.append(str(path))
+                save(t)  # as the simulated runner does
                 publish(t)
             continue
         backend = DistributedBackend(Comm(problem.n, problem.device), cfg, compact=job.get("compact", True))
@@ -355,9 +358,7 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 raise
         trace.meta["distributed"] = backend.describe()
         if rank == 0:
-            path = out / "traces" / f"{safe_filename(trace.label)}.json"
-            trace.save(path)
-            saved.append(str(path))
+            save(trace)
             if store is not None:
                 trace.meta["hash"] = h
                 store.save_result(h, trace)

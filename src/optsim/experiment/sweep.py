@@ -155,7 +155,7 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     (None: 32 when the problem is large enough for batching to pay, 1 = no batching)."""
     base_cfg, all_jobs = expand_sweep(data)
     result = SweepResult(all_jobs)
-    todo, stale = [], {}
+    todo, stale = [], result.stale
     for job in all_jobs:
         row = store.get(job.hash)
         if row is not None and row["status"] in DONE and not force:
@@ -165,7 +165,6 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
                 stale[job.hash] = row["version"]
         else:
             todo.append(job)
-    result.stale.update(stale)
     if stale:
         print(f"optsim: {len(stale)} of the sweep's stored runs were made by another optsim build "
               f"({', '.join(sorted({str(v) for v in stale.values()}))}; this is {build_id()}): reused; "
