@@ -300,11 +300,14 @@ def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
     old = run_stored(store, problem, c.methods[0], c, progress=False)
     assert old.meta["reused"] and old.meta["stored_by"] == "0.0.9+0123456789ab"
     assert _rows(old) == _rows(first)
-    assert "made by optsim 0.0.9+0123456789ab: --force recomputes it" in _summary(old)
+    assert "made by optsim 0.0.9+0123456789ab: --redo-stale recomputes it" in _summary(old)
     assert main(["runs", "ls", "--store", str(tmp_path / "runs.db")]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("0.0.9+0123456789ab")
-    redone = run_stored(store, problem, c.methods[0], c, progress=False, force=True)
+    redone = run_stored(store, problem, c.methods[0], c, progress=False, force="stale")
     assert not redone.meta.get("reused") and store.runs()[0]["version"] == build_id()
+    assert _rows(redone) == _rows(first)  # same code path, same numbers
+    kept = run_stored(store, problem, c.methods[0], c, progress=False, force="stale")  # this build's: reused
+    assert kept.meta["reused"] and "stored_by" not in kept.meta
 
     data = dict(json.loads(json.dumps(BASE)), name="st_sweep", sweep={"grid": {"seed": [0, 1]}})
     store2 = ResultStore(tmp_path / "sweep.db")
@@ -315,3 +318,14 @@ def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
     again = run_sweep(data, store2, jobs=1, progress=False)
     assert list(again.stale.values()) == ["0.0.9+0123456789ab"]
     assert "1 of the sweep's stored runs were made by another optsim build" in capsys.readouterr().err
+    sweep_yaml = tmp_path / "sweep.yaml"
+    sweep_yaml.write_text(yaml.safe_dump(data))
+    seed0 = [r["updated"] for r in store2.runs() if r["seed"] == 0]
+    assert main(["sweep", str(sweep_yaml), "--store", str(tmp_path / "sweep.db"), "--jobs", "1", "-q",
+                 "--redo-stale"]) == 0
+    assert sorted(r["version"] for r in store2.runs()) == [build_id()] * 2
+    assert [r["updated"] for r in store2.runs() if r["seed"] == 0] == seed0  # this build's run: kept
+    updated = {r["seed"]: r["updated"] for r in store2.runs()}
+    assert main(["sweep", str(sweep_yaml), "--store", str(tmp_path / "sweep.db"), "--jobs", "1", "-q",
+                 "--redo-stale"]) == 0
+    assert {r["seed"]: r["updated"] for r in store2.runs()} == updated  # nothing stale left: nothing redone

@@ -16,6 +16,7 @@ def _store(args):
 
 def _cmd_run(args) -> int:
     from .experiment import build_problem, load_config, run
+    from .experiment.store import force_mode
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out or cfg.out)
@@ -28,13 +29,14 @@ def _cmd_run(args) -> int:
         from .distributed import launch
 
         print(f"optsim: distributed backend, {args.nproc or 2} worker processes", file=sys.stderr)
-        traces = launch(cfg, args.nproc or 2, out, problem=problem, store=store, force=args.force,
+        traces = launch(cfg, args.nproc or 2, out, problem=problem, store=store,
+                        force=force_mode(args.force, args.redo_stale),
                         progress=not args.quiet, plot=not args.no_plot)
     elif args.nproc is not None:
         raise ValueError("--nproc starts worker processes: use it with --backend distributed")
     else:
         traces = run(cfg, out, progress=not args.quiet, problem=problem, plot=not args.no_plot, store=store,
-                     force=args.force)
+                     force=force_mode(args.force, args.redo_stale))
     if not args.no_plot:
         for f in sorted(out.glob(f"{cfg.name}_*.png")):
             print(f"figure: {f}")
@@ -101,6 +103,7 @@ def _cmd_sweep(args) -> int:
     import yaml
 
     from .experiment.config import ConfigError, _set
+    from .experiment.store import force_mode
     from .experiment.sweep import best_of_grid, expand_sweep, run_sweep
 
     path = Path(args.config)
@@ -114,8 +117,8 @@ def _cmd_sweep(args) -> int:
     store = _store(args)
     print(f"optsim: sweep {base.name}: {len(jobs)} runs; store {store.path}", file=sys.stderr)
     try:
-        result = run_sweep(data, store, jobs=args.jobs, force=args.force, progress=not args.quiet,
-                           batch=None if args.batch == "auto" else int(args.batch))
+        result = run_sweep(data, store, jobs=args.jobs, force=force_mode(args.force, args.redo_stale),
+                           progress=not args.quiet, batch=None if args.batch == "auto" else int(args.batch))
     except KeyboardInterrupt:
         print("optsim: sweep interrupted; run the same command again to resume it", file=sys.stderr)
         return 130
@@ -257,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set stop.max_rounds=100")
     r.add_argument("--no-plot", action="store_true")
     r.add_argument("--force", action="store_true", help="redo runs the results store already holds")
+    r.add_argument("--redo-stale", action="store_true",
+                   help="redo the stored runs that another optsim build made (see `optsim runs ls`)")
     r.add_argument("--no-store", action="store_true", help="do not use the results store")
     r.add_argument("--store", help="results database (default optsim-results/runs.db or $OPTSIM_RESULTS/runs.db)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("config")
     sw.add_argument("--jobs", type=int, default=None, help="worker processes (default: cores)")
     sw.add_argument("--force", action="store_true", help="redo runs the store already holds")
+    sw.add_argument("--redo-stale", action="store_true", help="redo the stored runs that another optsim build made")
     sw.add_argument("--batch", default="auto", help="runs per lock-step batch on one problem: auto (32 when the "
                     "problem is large enough), 1 (off) or a number")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -334,7 +334,7 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 from .experiment.store import run_hash
 
                 h = run_hash(cfg, spec)
-                state[0], row = store.claim(h, cfg, spec, force=bool(job.get("force")))
+                state[0], row = store.claim(h, cfg, spec, force=job.get("force") or False)
             dist.broadcast_object_list(state, src=0)
         if state[0] != "claimed":  # "done" (reused) or "busy" (another process runs it), as run_stored
             if rank == 0:
@@ -428,7 +428,7 @@ def _describe_failure(failures: dict, traces: list) -> str:
 
 
 def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem | None = None, store=None,
-           force: bool = False, progress: bool = True, plot: bool = True, timeout: float | None = None,
+           force: bool | str = False, progress: bool = True, plot: bool = True, timeout: float | None = None,
            compact: bool = True, start_method: str | None = None, fault: tuple[int, int] | None = None) -> list:
     """Run every method of ``cfg`` on ``nproc`` worker processes of this machine (loopback) and
     return rank 0's traces (also written to ``out/traces/``).
@@ -504,6 +504,7 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
 def main(argv: list[str] | None = None) -> int:
     """``torchrun [--nnodes ...] -m optsim.distributed CONFIG``: one worker of a multi-machine run."""
     from .experiment import load_config
+    from .experiment.store import force_mode
 
     p = argparse.ArgumentParser(prog="python -m optsim.distributed",
                                 description="One optsim worker under torchrun (see README: several machines).")
@@ -512,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--store", help="results database written by rank 0 (default: none)")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--redo-stale", action="store_true")
     p.add_argument("--timeout", type=float, default=None, help="seconds a collective waits (default 60)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -521,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cfg = load_config(args.config, args.set)
-    job = {"cfg": cfg, "out": str(Path(args.out or cfg.out)), "store": args.store, "force": args.force,
+    job = {"cfg": cfg, "out": str(Path(args.out or cfg.out)), "store": args.store, "force": force_mode(args.force, args.redo_stale),
            "progress": not args.quiet, "plot": not args.no_plot, "timeout": args.timeout, "compact": True}
     try:
         _worker(job)

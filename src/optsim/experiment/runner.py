@@ -334,12 +334,13 @@ def validate_methods(cfg: ExperimentConfig, problem: Problem) -> None:
 
 def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = True,
         problem: Problem | None = None, plot: bool = True, summary: bool = True, store=None,
-        force: bool = False) -> list[Trace]:
+        force: bool | str = False) -> list[Trace]:
     """Run every method of ``cfg``; each trace is written to ``out/traces/`` as soon as it ends
     (an interrupted run is saved with status ``interrupted``), then the figures are drawn.
 
     With a :class:`~optsim.experiment.store.ResultStore`, finished runs of the same config are
-    reused (``force`` redoes them) and runs checkpoint into the store and resume from it.
+    reused (``force`` redoes them; ``force="stale"`` only those another optsim build made) and runs
+    checkpoint into the store and resume from it.
     """
     out = Path(out or cfg.out)
     problem = problem or build_problem(cfg)
@@ -375,7 +376,7 @@ def _summary(t: Trace) -> str:
     metric = t.meta.get("metric", "f_gap")
     msg = f"  {t.label:<24} {t.status:<9} rounds={t.last('round'):.0f} {metric}={t.last(metric):.3e}"
     if t.meta.get("stored_by"):
-        msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --force recomputes it)"
+        msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --redo-stale recomputes it)"
     elif t.meta.get("reused"):
         msg += "  (reused from the results store)"
     if t.status in ("failed", "diverged"):

@@ -4,8 +4,9 @@ One row per run = one method on one problem config with one seed. The row holds 
 full config and its hash (independent of key order), the optsim build that made it, the seed, the
 status (running / finished / diverged / failed / interrupted), timings, the trace and, while
 the run is unfinished, its latest checkpoint. A finished (or diverged, or failed) run with the
-same hash is reused rather than recomputed (one made by another optsim build is marked stale:
-``--force`` recomputes it); an interrupted run, or one whose worker died,
+same hash is reused rather than recomputed (one made by another optsim build is flagged as such;
+``force="stale"``, ``--redo-stale`` on the command line, recomputes those only, ``force=True``
+every run); an interrupted run, or one whose worker died,
 resumes from its checkpoint. Several processes may write at once: each opens its own
 connection, writes in short ``BEGIN IMMEDIATE`` transactions, and a run is *claimed* by one
 process at a time (a claim whose owner process is gone is taken over).
@@ -25,7 +26,8 @@ from typing import Any, Iterator
 from .config import ExperimentConfig, config_hash
 from .trace import Trace
 
-__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "DONE"]
+__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "redo",
+           "force_mode", "DONE"]
 
 #: statuses that are final: such a run is reused, not redone (unless forced)
 DONE = ("finished", "diverged", "failed")
@@ -77,6 +79,19 @@ def mark_reused(trace: Trace, row: sqlite3.Row, done: bool) -> None:
     trace.meta["reused"] = done
     if done and row["version"] != build_id():
         trace.meta["stored_by"] = row["version"]
+
+
+def redo(row: sqlite3.Row | None, force: bool | str) -> bool:
+    """Whether a stored run is recomputed: always with ``force=True``; with ``force="stale"`` when it
+    is final and another optsim build made it."""
+    if force == "stale":
+        return row is not None and row["status"] in DONE and row["version"] != build_id()
+    return bool(force)
+
+
+def force_mode(force: bool, redo_stale: bool) -> bool | str:
+    """The ``force`` argument of the command-line flags ``--force`` and ``--redo-stale``."""
+    return True if force else "stale" if redo_stale else False
 
 
 def default_store_path() -> Path:
@@ -159,13 +174,16 @@ class ResultStore:
         rows = c.execute("SELECT * FROM runs WHERE hash LIKE ?", (f"{key}%",)).fetchall()
         return rows[0] if len(rows) == 1 else None
 
-    def claim(self, h: str, cfg: ExperimentConfig, spec: dict[str, Any], force: bool = False) -> tuple[str, sqlite3.Row | None]:
+    def claim(self, h: str, cfg: ExperimentConfig, spec: dict[str, Any],
+              force: bool | str = False) -> tuple[str, sqlite3.Row | None]:
         """Try to take run ``h``: returns ("done", row) when it is finished and reusable,
         ("busy", row) when a live process is running it, ("claimed", row or None) when this
-        process now owns it (row is the previous state, possibly with a checkpoint)."""
+        process now owns it (row is the previous state, possibly with a checkpoint). ``force``:
+        see :func:`redo`."""
         now = time.time()
         with self._tx() as c:
             row = c.execute("SELECT * FROM runs WHERE hash = ?", (h,)).fetchone()
+            force = redo(row, force)
             if row is not None and not force:
                 if row["status"] in DONE:
                     return "done", row
@@ -253,7 +271,7 @@ class _Transaction:
 
 
 def run_stored(store: ResultStore, problem, spec: dict[str, Any], cfg: ExperimentConfig, *, progress: bool = True,
-               force: bool = False, checkpoint_every: int | None = None, trackers: list | None = None) -> Trace:
+               force: bool | str = False, checkpoint_every: int | None = None, trackers: list | None = None) -> Trace:
     """Run one method through the store: reuse a finished run, resume an unfinished one,
     checkpoint while running, and store the result (also when interrupted)."""
     from .runner import run_method

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig, config_hash, parse_config, set_path
-from .store import DONE, ResultStore, build_id, run_hash, run_stored
+from .store import DONE, ResultStore, build_id, redo, run_hash, run_stored
 
 __all__ = ["Job", "expand_sweep", "run_sweep", "best_of_grid", "SweepResult"]
 
@@ -95,7 +95,7 @@ def _problem_for(cfg: ExperimentConfig):
     return _PROBLEMS[key]
 
 
-def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool = False, threads: int | None = None,
+def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str = False, threads: int | None = None,
                   batch: int | None = None) -> list[tuple[str, str, float]]:
     """Run sweep jobs that share one problem (in a worker process or inline): in lock-step as
     one batched computation (:mod:`optsim.experiment.batched`) when the problem is large enough
@@ -147,7 +147,7 @@ def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool = 
     return out
 
 
-def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None, force: bool = False,
+def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None, force: bool | str = False,
               progress: bool = True, max_restarts: int = 3, batch: int | None = None) -> SweepResult:
     """Run every job of the sweep ``data`` that the store does not hold yet.
 
@@ -158,7 +158,7 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     todo, stale = [], result.stale
     for job in all_jobs:
         row = store.get(job.hash)
-        if row is not None and row["status"] in DONE and not force:
+        if row is not None and row["status"] in DONE and not redo(row, force):
             result.status[job.hash] = row["status"]
             result.final[job.hash] = row["final_metric"] if row["final_metric"] is not None else math.inf
             if row["version"] != build_id():
@@ -168,7 +168,7 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     if stale:
         print(f"optsim: {len(stale)} of the sweep's stored runs were made by another optsim build "
               f"({', '.join(sorted({str(v) for v in stale.values()}))}; this is {build_id()}): reused; "
-              "--force recomputes them", file=sys.stderr)
+              "--redo-stale recomputes them", file=sys.stderr)
     n_jobs = max(1, jobs or os.cpu_count() or 1)
     bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(todo), desc=f"sweep {base_cfg.name}",
                disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
