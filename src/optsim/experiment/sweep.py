@@ -217,7 +217,8 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
                                        "(run the same command again to resume them)") from None
                 print(f"optsim: a sweep worker died; restarting {len(pending)} runs (they resume from checkpoints)",
                       file=sys.stderr)
-            force = False  # runs redone once are not redone again after a restart
+            if force is True:  # runs redone once are not redone again after a restart ("stale": they are not)
+                force = False
     return result
 
 
