@@ -195,13 +195,14 @@ def _wait(store_path, predicate, timeout=120):
     raise TimeoutError("the sweep did not get there in time")
 
 
-def _start_sweep(tmp_path, store_path):
+def _start_sweep(tmp_path, store_path, *extra):
     cfg_path = tmp_path / "sweep.yaml"
     d = _sweep_dict(rounds=2500)
     d["checkpoint_every"] = 100
     cfg_path.write_text(yaml.safe_dump(d))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "optsim.cli", "sweep", str(cfg_path), "--jobs", "2", "--store", str(store_path), "-q"]
+    cmd = [sys.executable, "-m", "optsim.cli", "sweep", str(cfg_path), "--jobs", "2", "--store", str(store_path), "-q",
+           *extra]
     return cmd, env, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       start_new_session=True)
 
@@ -220,10 +221,7 @@ def test_sweep_survives_a_killed_worker_and_sigint(tmp_path):
     store_path = tmp_path / "runs.db"
     cmd, env, proc = _start_sweep(tmp_path, store_path)
     _wait(store_path, lambda rows: any(r["status"] == "running" and (r["rounds"] or 0) > 0 for r in rows))
-    workers = [c for c in _children(proc.pid) if "python" in Path(f"/proc/{c}/cmdline").read_text(errors="ignore")]
-    victims = [w for w in workers if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
-    assert victims, "the sweep should run its jobs in worker processes"
-    os.kill(victims[0], signal.SIGKILL)
+    _kill_a_worker(proc)
     _wait(store_path, lambda rows: sum(r["status"] == "finished" for r in rows) >= 3)
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(120)
@@ -232,6 +230,31 @@ def test_sweep_survives_a_killed_worker_and_sigint(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     _check_complete(store_path)
+
+
+def _kill_a_worker(proc):
+    workers = [c for c in _children(proc.pid) if "python" in Path(f"/proc/{c}/cmdline").read_text(errors="ignore")]
+    victims = [w for w in workers if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+    assert victims, "the sweep should run its jobs in worker processes"
+    os.kill(victims[0], signal.SIGKILL)
+
+
+def test_forced_sweep_redoes_every_run_despite_a_killed_worker(tmp_path):
+    """``--force``: a worker's death breaks the pool; the restarted runs that this sweep had not
+    written yet are still redone (not reused from their old rows), the others not twice."""
+    store_path = tmp_path / "runs.db"
+    cmd, env, proc = _start_sweep(tmp_path, store_path)
+    assert proc.wait(300) == 0, proc.stderr.read()[-2000:]
+    _check_complete(store_path)
+    started = time.time()
+    cmd, env, proc = _start_sweep(tmp_path, store_path, "--force")
+    _wait(store_path, lambda rows: any(r["status"] == "running" and r["updated"] > started and (r["rounds"] or 0) > 0
+                                       for r in rows))
+    _kill_a_worker(proc)
+    assert proc.wait(300) == 0, proc.stderr.read()[-2000:]
+    assert b"a sweep worker died" in proc.stderr.read()
+    _check_complete(store_path)
+    assert all(r["updated"] > started and r["created"] < started for r in ResultStore(store_path).runs())
 
 
 def test_batched_sweep_equals_unbatched(tmp_path):

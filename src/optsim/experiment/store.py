@@ -81,12 +81,18 @@ def mark_reused(trace: Trace, row: sqlite3.Row, done: bool) -> None:
         trace.meta["stored_by"] = row["version"]
 
 
-def redo(row: sqlite3.Row | None, force: bool | str) -> bool:
-    """Whether a stored run is recomputed: always with ``force=True``; with ``force="stale"`` when it
-    is final and another optsim build made it."""
+def redo(row: sqlite3.Row | None, force: bool | str | float) -> bool:
+    """Whether a stored run is recomputed: always with ``force=True``, never with ``False``; with
+    ``"stale"`` when it is final and another optsim build made it; with a time ``t`` (seconds since
+    the epoch) when it was last written before ``t`` (a forced sweep resuming after a worker died:
+    what it has already redone, or started to, is not redone again)."""
+    if isinstance(force, bool):
+        return force
+    if row is None:
+        return False
     if force == "stale":
-        return row is not None and row["status"] in DONE and row["version"] != build_id()
-    return bool(force)
+        return row["status"] in DONE and row["version"] != build_id()
+    return row["updated"] < force
 
 
 def force_mode(force: bool, redo_stale: bool) -> bool | str:
@@ -175,7 +181,7 @@ class ResultStore:
         return rows[0] if len(rows) == 1 else None
 
     def claim(self, h: str, cfg: ExperimentConfig, spec: dict[str, Any],
-              force: bool | str = False) -> tuple[str, sqlite3.Row | None]:
+              force: bool | str | float = False) -> tuple[str, sqlite3.Row | None]:
         """Try to take run ``h``: returns ("done", row) when it is finished and reusable,
         ("busy", row) when a live process is running it, ("claimed", row or None) when this
         process now owns it (row is the previous state, possibly with a checkpoint). ``force``:

@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def _problem_for(cfg: ExperimentConfig):
     return _PROBLEMS[key]
 
 
-def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str = False, threads: int | None = None,
+def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str | float = False, threads: int | None = None,
                   batch: int | None = None) -> list[tuple[str, str, float]]:
     """Run sweep jobs that share one problem (in a worker process or inline): in lock-step as
     one batched computation (:mod:`optsim.experiment.batched`) when the problem is large enough
@@ -153,6 +154,7 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
 
     ``batch``: runs that share a problem are grouped into lock-step batches of up to this many
     (None: 32 when the problem is large enough for batching to pay, 1 = no batching)."""
+    started = time.time()
     base_cfg, all_jobs = expand_sweep(data)
     result = SweepResult(all_jobs)
     todo, stale = [], result.stale
@@ -217,8 +219,8 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
                                        "(run the same command again to resume them)") from None
                 print(f"optsim: a sweep worker died; restarting {len(pending)} runs (they resume from checkpoints)",
                       file=sys.stderr)
-            if force is True:  # runs redone once are not redone again after a restart ("stale": they are not)
-                force = False
+            if force is True:  # after a restart, redo only what this sweep has not written yet
+                force = started
     return result
 
 
