@@ -96,8 +96,8 @@ def _problem_for(cfg: ExperimentConfig):
     return _PROBLEMS[key]
 
 
-def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str | float = False, threads: int | None = None,
-                  batch: int | None = None) -> list[tuple[str, str, float]]:
+def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str | float = False,
+                  threads: int | None = None, batch: int | None = None) -> list[tuple[str, str, float]]:
     """Run sweep jobs that share one problem (in a worker process or inline): in lock-step as
     one batched computation (:mod:`optsim.experiment.batched`) when the problem is large enough
     (or ``batch`` > 1 asks for it), otherwise one after the other. Each run is claimed,
