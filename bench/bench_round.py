@@ -19,6 +19,9 @@ calls answered instantly (compression, aggregation, bookkeeping), back to back; 
 the same, each round right after one (untimed) batched gradient, as in a real round, where the
 gradient's pass over the data has pushed the round's own code and data out of the near caches.
 
+"diana by hand (numpy)": the DIANA round written directly in numpy without the framework (same
+gradient call, same rand-k code, same iterates), what any implementation of the round can reach.
+
 Run: ``python bench/bench_round.py`` (``--rounds N`` for longer blocks, ``--dtype float32``).
 """
 from __future__ import annotations
@@ -63,9 +66,9 @@ def diana_by_hand(problem, k: int, gamma: float, generator: torch.Generator):
     DIANA's time per round over this one's is what the framework costs on top of the arithmetic."""
     n, d = problem.n, problem.d
     X = torch.zeros(n, d, dtype=problem.dtype)
-    H = torch.zeros(n, d, dtype=problem.dtype)
-    Xn, Hn = X.numpy(), H.numpy()
-    x, h, D = np.zeros(d, Xn.dtype), np.zeros(d, Xn.dtype), np.empty((n, d), Xn.dtype)
+    Xn = X.numpy()
+    Hn, D = np.zeros((n, d), Xn.dtype), np.empty((n, d), Xn.dtype)
+    x, h = np.zeros(d, Xn.dtype), np.zeros(d, Xn.dtype)
     scale, a = d / k, k / d
 
     def one_round():
