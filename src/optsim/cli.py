@@ -141,14 +141,14 @@ def _cmd_runs(args) -> int:
     store = _store(args)
     if args.action == "ls":
         filters = {k: v for k, v in (("experiment", args.experiment), ("status", args.status)) if v}
-        from .experiment.store import build_id
+        from .experiment.store import other_build
 
         rows = store.runs(**filters)
         print(f"{'id':>5}  {'hash':<16} {'experiment':<18} {'label':<40} {'status':<11} {'rounds':>7} {'final':>10}"
               f"  build")
         for r in rows:
             fm = f"{r['final_metric']:.3e}" if r["final_metric"] is not None else "-"
-            build = "this" if r["version"] == build_id() else r["version"] or "?"
+            build = other_build(r) or "this"
             print(f"{r['id']:>5}  {r['hash']:<16} {str(r['experiment'])[:18]:<18} {str(r['label'])[:40]:<40} "
                   f"{r['status']:<11} {r['rounds'] or 0:>7} {fm:>10}  {build}")
         return 0

@@ -523,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cfg = load_config(args.config, args.set)
-    job = {"cfg": cfg, "out": str(Path(args.out or cfg.out)), "store": args.store, "force": force_mode(args.force, args.redo_stale),
+    job = {"cfg": cfg, "out": str(Path(args.out or cfg.out)), "store": args.store,
+           "force": force_mode(args.force, args.redo_stale),
            "progress": not args.quiet, "plot": not args.no_plot, "timeout": args.timeout, "compact": True}
     try:
         _worker(job)

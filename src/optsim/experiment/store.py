@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from .config import ExperimentConfig, config_hash
 from .trace import Trace
 
-__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "redo",
+__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "other_build", "redo",
            "force_mode", "DONE"]
 
 #: statuses that are final: such a run is reused, not redone (unless forced)
@@ -73,12 +73,18 @@ def build_id() -> str:
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
+def other_build(row: sqlite3.Row) -> str | None:
+    """The build that made a stored run when it is not this one (a stale run), else None."""
+    version = row["version"]
+    return None if version == build_id() else str(version)
+
+
 def mark_reused(trace: Trace, row: sqlite3.Row, done: bool) -> None:
     """Mark ``trace``, read from the store's ``row``, as reused (``done``) or still running elsewhere,
     and as stale when another optsim build made it (``meta["stored_by"]``)."""
     trace.meta["reused"] = done
-    if done and row["version"] != build_id():
-        trace.meta["stored_by"] = row["version"]
+    if done and other_build(row) is not None:
+        trace.meta["stored_by"] = other_build(row)
 
 
 def redo(row: sqlite3.Row | None, force: bool | str | float) -> bool:
@@ -91,7 +97,7 @@ def redo(row: sqlite3.Row | None, force: bool | str | float) -> bool:
     if row is None:
         return False
     if force == "stale":
-        return row["status"] in DONE and row["version"] != build_id()
+        return row["status"] in DONE and other_build(row) is not None
     return row["updated"] < force
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig, config_hash, parse_config, set_path
-from .store import DONE, ResultStore, build_id, redo, run_hash, run_stored
+from .store import DONE, ResultStore, build_id, other_build, redo, run_hash, run_stored
 
 __all__ = ["Job", "expand_sweep", "run_sweep", "best_of_grid", "SweepResult"]
 
@@ -163,13 +163,13 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
         if row is not None and row["status"] in DONE and not redo(row, force):
             result.status[job.hash] = row["status"]
             result.final[job.hash] = row["final_metric"] if row["final_metric"] is not None else math.inf
-            if row["version"] != build_id():
-                stale[job.hash] = row["version"]
+            if other_build(row) is not None:
+                stale[job.hash] = other_build(row)
         else:
             todo.append(job)
     if stale:
         print(f"optsim: {len(stale)} of the sweep's stored runs were made by another optsim build "
-              f"({', '.join(sorted({str(v) for v in stale.values()}))}; this is {build_id()}): reused; "
+              f"({', '.join(sorted(set(stale.values())))}; this is {build_id()}): reused; "
               "--redo-stale recomputes them", file=sys.stderr)
     n_jobs = max(1, jobs or os.cpu_count() or 1)
     bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(todo), desc=f"sweep {base_cfg.name}",
