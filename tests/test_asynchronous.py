@@ -302,7 +302,7 @@ def test_loscar_dense_without_overlap_is_local_sgd_rounds():
 # ---- pipelines (A1) -----------------------------------------------------------------------------
 
 def test_pipedream_steady_state_delay_formula():
-    from optsim.methods.pipeline import pipedream_delays, pipedream_schedule
+    from optsim.methods.asynchronous.pipeline import pipedream_delays, pipedream_schedule
     for S in range(2, 17):
         d = pipedream_delays(pipedream_schedule(S, 1.0, microbatches=6 * S + 20))
         assert d["max"] == S * S - (S + 1) // 2  # S^2 - S/2, rounded down for odd S
@@ -325,7 +325,7 @@ def test_one_stage_pipelines_are_sgd(spec):
 
 
 def test_local_sgd_pipe_runs_replicas_through_the_1f1b_schedule_with_a_drain_per_round():
-    from optsim.methods.pipeline import pipedream_schedule
+    from optsim.methods.asynchronous.pipeline import pipedream_schedule
     S, H = 4, 3
     for W in (1, 2, 4):  # in flight: the forward of m on stage s waits for the backward of m - W
         sch = pipedream_schedule(S, 1.0, microbatches=5 * W + 3, in_flight=W)
@@ -348,7 +348,7 @@ def test_local_sgd_pipe_runs_replicas_through_the_1f1b_schedule_with_a_drain_per
 def test_local_sgd_pipe_model_at_a_time_cutoff_has_every_finished_block_update():
     """At a simulated time inside a round, the averaged model holds exactly the block updates whose
     backward has ended (the authors' simulator evaluates it the same way)."""
-    from optsim.methods.pipeline import pipedream_schedule
+    from optsim.methods.asynchronous.pipeline import pipedream_schedule
     S, H, gamma = 2, 2, 0.1
     p = Quadratic.generate(1, 6, mu=0.1, noise=0.0, seed=1)
     sch = pipedream_schedule(S, 1.0, microbatches=S * H, in_flight=S)

@@ -278,7 +278,8 @@ def _make(problem, spec, seed=0):
     meter = Meter(problem.n)
     problem.attach(meter)
     method = build_method(spec, problem, Channel(meter, problem.d), seed)
-    x0 = problem.initial_point() if hasattr(problem, "initial_point") else torch.zeros(problem.d, dtype=problem.dtype)
+    x0 = problem.initial_point()
+    x0 = torch.zeros(problem.d, dtype=problem.dtype) if x0 is None else x0
     method.init(x0.clone())
     return method, meter
 

@@ -10,7 +10,9 @@ Every cross-client interaction of a method goes through it, so the bits are coun
 * :meth:`broadcast` -- one server message to (a subset of) clients, each receiver charged its
   bits down; :meth:`send_down` -- a different message to each client.
 
-A plain tensor is a dense message of ``d * float_bits`` bits per row.
+A plain tensor is a dense message of ``d * float_bits`` bits per row. Messages of other shapes
+get their bits here too, never in a method: :meth:`dense` (any row length) and :meth:`sparse`
+(rows with a known number of nonzero values, with or without their indices).
 
 A channel built with ``replicas=R`` carries R runs in lock-step (a replica-stacked batched run,
 :mod:`optsim.experiment.batched`): every tensor has a leading dimension R, each replica's
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..compress import Message
-from ..compress.base import bits_each, constant_bits
+from ..compress.base import bits_each, constant_bits, index_bits
 from ..meter import Meter
 
 __all__ = ["Channel"]
@@ -34,9 +36,22 @@ class Channel:
         self.replicas = int(replicas)
 
     def dense(self, X: torch.Tensor) -> Message:
-        """``X`` (m, d) sent uncompressed: d floats per row."""
+        """``X`` (m, d) sent uncompressed: d floats per row. Rows of another length D (e.g. packed
+        Hessians, a scalar) are passed as a 2-d ``X`` (m, D): D floats per row."""
+        if X.ndim == 2 and X.shape[1] != self.d:
+            return Message(X, constant_bits(X.shape[0], X.shape[1] * self.float_bits))
         X = X.reshape(self.replicas, -1, self.d) if self.replicas else X.reshape(-1, self.d)
         return Message(X, constant_bits(X.shape[-2], self.d * self.float_bits))
+
+    def sparse(self, X: torch.Tensor, nnz, indexed: bool = True) -> Message:
+        """Rows of ``X`` (m, D) of which only ``nnz`` values are sent (a number, or (m,) counts): each
+        value costs ``float_bits``, plus ceil(log2 D) bits for its index when ``indexed`` (a support the
+        receiver does not know). The sparsifiers' rule (:mod:`optsim.compress`) for supports a
+        method chooses itself (shared random masks, owned blocks, patterns)."""
+        per = float(self.float_bits + (index_bits(X.shape[-1]) if indexed else 0))
+        if isinstance(nnz, (int, float)):
+            return Message(X, constant_bits(X.shape[-2], float(nnz) * per))
+        return Message(X, torch.as_tensor(nnz, dtype=torch.float64).cpu() * per)
 
     def _as_message(self, msg) -> Message:
         return msg if isinstance(msg, Message) else self.dense(msg)

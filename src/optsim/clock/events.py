@@ -12,7 +12,10 @@ one job: downlink of the model + computation + uplink of the result,
     t_job = [bits_down > 0](latency_down + bits_down / bandwidth_down) + compute_i(t, work)
             + [bits_up > 0](latency_up + bits_up / bandwidth_up).
 
-The queue also owns simulated time: ``now`` is the time of the last event popped.
+The queue also owns simulated time: ``now`` is the time of the last event popped. It is a
+:class:`SimulatedClock`, the clock of every method that moves time itself (the runner reads
+``now``; rounds do not move it): a method whose time comes from a precomputed schedule or a
+computed round duration uses a plain :class:`SimulatedClock` and sets ``now``.
 """
 from __future__ import annotations
 
@@ -21,19 +24,31 @@ import math
 
 from .models import ComputeModel
 
-__all__ = ["EventQueue", "Timing"]
+__all__ = ["SimulatedClock", "EventQueue", "Timing"]
 
 
-class EventQueue:
+class SimulatedClock:
+    """Simulated time moved by its method (``now``), not by rounds: the runner's ``advance(usage)``
+    leaves it where it is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def advance(self, usage=None) -> float:
+        """The runner's clock interface: time moves with the method's events, not with rounds."""
+        return self.now
+
+
+class EventQueue(SimulatedClock):
     """Events ``(time, worker)`` in time order; one live job per worker."""
 
     def __init__(self, n: int):
+        super().__init__()
         self.n = int(n)
         self.heap: list[tuple[float, int, int, int]] = []
         self.seq = 0
         self.job = [0] * self.n  # id of each worker's live job
         self.busy = [False] * self.n
-        self.now = 0.0
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -59,10 +74,6 @@ class EventQueue:
         while h and h[0][3] != self.job[h[0][2]]:
             heapq.heappop(h)
         return h[0][0] if h else math.inf
-
-    def advance(self, usage=None) -> float:
-        """The runner's clock interface: time moves with the events, not with rounds."""
-        return self.now
 
     def pop(self) -> tuple[float, int]:
         """The next live event ``(time, worker)``; advances ``now`` to its time."""

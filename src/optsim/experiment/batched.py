@@ -38,7 +38,8 @@ import torch
 from ..compress import ReplicaMismatch
 from ..problems import Problem
 from .config import ExperimentConfig
-from .runner import _WIRING, Session, evaluate, evaluate_many, threads_for
+from ..state import map_state
+from .runner import Session, evaluate, evaluate_many, threads_for
 from .trace import Trace
 
 __all__ = ["run_batched"]
@@ -180,7 +181,7 @@ def _stack_groups(problem: Problem, specs, cfgs, resume) -> list[dict[int, Sessi
             s = Session(problem, spec, cfg)
         except Exception:  # noqa: BLE001  (the lock-step path records the failure)
             continue
-        if s.method.replicable() and not s._event:
+        if s.method.replicable():
             groups.setdefault(_stack_key(spec, cfg, s.method), {})[i] = s
     return [g for g in groups.values() if len(g) > 1]
 
@@ -250,9 +251,8 @@ class _Stack:
         """Keep only these rows of the stack."""
         index = torch.tensor(rows, dtype=torch.long, device=self.problem.device)
         m = self.lead.method
-        for k, v in vars(m).items():
-            if isinstance(v, torch.Tensor) and k not in _WIRING:
-                setattr(m, k, v[index])
+        m.load_state_dict(map_state(m, lambda v: v[index]))
+        m.__dict__["gamma"] = m.gamma[index]  # the replicas' stepsizes (R, 1)
         m.problem.replicas = self.lead.channel.replicas = len(rows)
         m.ctx.replicas = [m.ctx.replicas[r] for r in rows]
         new = {r: j for j, r in enumerate(rows)}
@@ -261,10 +261,7 @@ class _Stack:
     def materialize(self, i: int) -> Session:
         """Replica i's own session holding its row of the stacked state (for a checkpoint)."""
         s, r = self.reps[i], self.row_of[i]
-        for k, v in vars(self.lead.method).items():
-            if k in _WIRING or k == "gamma":
-                continue
-            setattr(s.method, k, v[r].clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
+        s.method.load_state_dict(map_state(self.lead.method, lambda v: v[r].clone()))
         s.meter, s.clock = self.lead.meter, self.lead.clock
         return s
 

@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..channel import Channel
-from ..clock import Clock, TimeModel, compute_times, make_timing
 from ..meter import Meter
 from ..methods.base import build_method
 from ..problems import Problem
@@ -60,9 +59,7 @@ def evaluate(problem: Problem, x: torch.Tensor) -> dict[str, float]:
     if problem.f_star is not None:
         out["f_gap"] = out["loss"] - problem.f_star
         out["dist_sq"] = float((x - problem.x_star).pow(2).sum())
-    extra = getattr(problem, "extra_metrics", None)  # e.g. held-out accuracy of neural problems
-    if extra is not None:
-        out.update(extra(x))
+    out.update(problem.extra_metrics(x))  # e.g. held-out accuracy of neural problems
     return out
 
 
@@ -76,10 +73,8 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
         for row, dist in zip(rows, (X - problem.x_star).pow(2).sum(-1).tolist()):
             row["f_gap"] = row["loss"] - problem.f_star
             row["dist_sq"] = dist
-    extra = getattr(problem, "extra_metrics", None)
-    if extra is not None:
-        for row, x in zip(rows, X):
-            row.update(extra(x))
+    for row, x in zip(rows, X):
+        row.update(problem.extra_metrics(x))
     return rows
 
 
@@ -90,10 +85,6 @@ def _primary_metric(cfg: ExperimentConfig, problem: Problem) -> str:
     if m in ("f_gap", "dist_sq") and problem.f_star is None:
         raise ValueError(f"stop.metric '{m}' needs a known optimum; {problem.name} has none: use grad_norm_sq")
     return m
-
-
-#: attributes of a method that are wiring, not state (rebuilt, never checkpointed)
-_WIRING = ("ctx", "problem", "channel", "params")
 
 
 class Session:
@@ -114,17 +105,13 @@ class Session:
         self.replicas = int(replicas)
         self.channel = (Channel(self.meter, problem.d, cfg.float_bits, self.replicas) if backend is None
                         else backend.channel(self.meter, problem.d, cfg.float_bits))
-        tc = cfg.time
-        self.clock = Clock(TimeModel(compute_times(tc.compute, problem.n), tc.latency_up, tc.bandwidth_up,
-                                     tc.latency_down, tc.bandwidth_down))
         self.metric = _primary_metric(cfg, problem)
         self.log_every = cfg.log_every or max(1, cfg.stop.max_rounds // 200)
         self.k, self.wall, self.first = 0, 0.0, None
         self.trace.meta["metric"] = self.metric
         self.method = build_method(spec, problem, self.channel, cfg.seed, cfg.float_bits, cfg.seeds)
-        self._event = getattr(self.method, "event_driven", False)
-        if self._event:  # event-driven: the method's event queue is the clock (docs/architecture.md)
-            self.clock = self.method.attach_timing(make_timing(tc, problem.n, cfg.seeds.get("clock", cfg.seed)))
+        #: rounds (the meter's usage, timed by the time model) or the method's own simulated time
+        self.clock = self.method.make_clock(cfg.time, cfg.seeds.get("clock", cfg.seed))
         self.trace.meta.update(stepsize=self.method.gamma, paper=self.method.paper, config=spec)
 
     @property
@@ -137,7 +124,7 @@ class Session:
 
     def initial_point(self) -> torch.Tensor:
         """The problem's own initial point (e.g. a neural network's initialization), else zero."""
-        x0 = self.problem.initial_point() if hasattr(self.problem, "initial_point") else None
+        x0 = self.problem.initial_point()
         if x0 is None:
             x0 = torch.zeros(self.problem.d, dtype=self.problem.dtype, device=self.problem.device)
         return x0
@@ -151,14 +138,11 @@ class Session:
         self.wall += time.perf_counter() - t0
 
     def step(self) -> None:
-        """One round of the method (timed)."""
+        """One round of the method, or (a method owning simulated time) its server updates up to the
+        next logged round without passing ``max_sim_time`` (timed)."""
         t0 = time.perf_counter()
-        if self._event:  # server updates up to the next logged round, without passing max_sim_time
-            span = min(self.log_every - self.k % self.log_every, self.cfg.stop.max_rounds - self.k)
-            done = self.method.advance(span, self.cfg.stop.max_sim_time)
-        else:
-            self.method.step()
-            done = 1
+        span = min(self.log_every - self.k % self.log_every, self.cfg.stop.max_rounds - self.k)
+        done = self.method.advance(span, self.cfg.stop.max_sim_time)
         self.wall += time.perf_counter() - t0
         self.k += done
 
@@ -169,8 +153,7 @@ class Session:
         snap = self.meter.snapshot()
         if self.backend is not None:  # agreed wall clock, bytes handed to collectives
             snap.update(self.backend.close_round(self))
-        if self._event:
-            snap["comm_rounds"] = float(self.method.arrivals)
+        snap.update(self.method.counters())
         self._row = {"round": self.k, **snap, "sim_time": self.clock.now, "wall_time": self.wall}
         self._over = ((stop.max_bits is not None and snap["bits_up"] >= stop.max_bits)
                       or (stop.max_sim_time is not None and self.clock.now >= stop.max_sim_time)
@@ -222,8 +205,7 @@ class Session:
         if message:
             self.trace.meta["message"] = message
         self.trace.meta["wall_time"] = self.wall
-        if self._event:
-            self.trace.meta.update(self.method.trace_meta())
+        self.trace.meta.update(self.method.trace_meta())
 
     def fail(self, exc: BaseException) -> None:
         self._end("failed", f"{type(exc).__name__}: {exc}")
@@ -234,10 +216,11 @@ class Session:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_bytes(self) -> bytes:
-        """Everything needed to continue this run bit-for-bit (one pickle, so shared objects such
-        as generators stay shared)."""
+        """Everything needed to continue this run bit-for-bit: the method's declared state, its
+        components (a sampler may keep state between rounds), the generators, the meter, the clock
+        and the trace (one pickle, so shared objects such as generators stay shared)."""
         m = self.method
-        state = {"vars": {k: v for k, v in vars(m).items() if k not in _WIRING},
+        state = {"method": m.state_dict(), "components": (m.compressor, m.down_compressor, m.sampler),
                  "generators": m.ctx._generators, "meter": self.meter, "clock": self.clock,
                  "k": self.k, "wall": self.wall, "first": self.first, "trace": self.trace.to_dict()}
         buf = io.BytesIO()
@@ -248,10 +231,10 @@ class Session:
         """Continue from :meth:`state_bytes` (on a freshly built session of the same run)."""
         s = torch.load(io.BytesIO(blob), weights_only=False, map_location=self.problem.device)
         m = self.method
-        for k, v in s["vars"].items():
-            setattr(m, k, v)
+        m.load_state_dict(s["method"])
+        m.compressor, m.down_compressor, m.sampler = s["components"]
+        m.ctx.compressor, m.ctx.down_compressor, m.ctx.sampler = s["components"]
         m.ctx._generators = s["generators"]
-        m.ctx.compressor, m.ctx.down_compressor, m.ctx.sampler = m.compressor, m.down_compressor, m.sampler
         self.meter, self.clock = s["meter"], s["clock"]
         self.channel.meter = self.meter
         if self.problem.meter is not None:

@@ -1,12 +1,19 @@
-"""Methods: one module per family; each registers itself in :data:`METHODS`."""
-from .base import METHODS, Context, Method, MethodParams, build_method, get_method, register_method
-from . import gd, compressed, error_feedback, variance_reduced  # noqa: F401  (register the built-in methods)
-from . import asynchronous, pipeline  # noqa: F401  (event-driven methods, pipelines)
-from . import ist  # noqa: F401  (Independent Subnetwork Training on quadratics)
-from . import newton, reshuffling, sampling_page  # noqa: F401  (FedNL / Newton-3PC, RR with compression, PAGE with sampling)
-from . import local  # noqa: F401  (local training, client sampling, reshuffling: FedAvg ... ProxSkip, GradSkip)
-from . import accelerated_local, personalized  # noqa: F401  (APDA-Inexact, 5GCS(-CC), CompressedScaffnew, TAMUNA; L2GD, FO-MAML, clipped local GD)
-from . import shifted, dasha, three_pc  # noqa: F401  (EF-BV, DCGD-SHIFT; DASHA family, VR-MARINA; 3PC)
-from . import neural_fl  # noqa: F401  (FedOpt with any optimizer, distributed/compressed Gluon, Ringmaster LMO)
+"""Methods: one package per family, one module per method or close group; each registers itself
+in :data:`METHODS` when imported. Every module under this package is imported here, so a new
+method is one new file (see docs/architecture.md).
 
-__all__ = ["METHODS", "Context", "Method", "MethodParams", "build_method", "get_method", "register_method"]
+The kinds of method (their base classes and hooks) are in :mod:`.base` (:class:`Method`,
+round-based; :class:`TimedMethod`, owning simulated time) and :mod:`.event`
+(:class:`EventMethod`, asynchronous workers on the event engine).
+"""
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+from .base import METHODS, Context, Method, MethodParams, TimedMethod, build_method, get_method, register_method
+from .event import EventMethod
+
+for _module in _pkgutil.walk_packages(__path__, __name__ + "."):
+    _importlib.import_module(_module.name)
+
+__all__ = ["METHODS", "Context", "Method", "TimedMethod", "EventMethod", "MethodParams", "build_method",
+           "get_method", "register_method"]

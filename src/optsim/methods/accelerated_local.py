@@ -222,6 +222,7 @@ class _PrimalDual(Method):
     """Shared machinery of APDA-Inexact, 5GCS and 5GCS-CC (module docstring)."""
 
     Params = PrimalDualParams
+    state = ("x", "U", "v", "_beta", "_eta", "_tau", "_w")
 
     # ---- constants ----
     @cached_property
@@ -530,6 +531,7 @@ class CompressedScaffnew(_ScaffnewCompressed):
     paper = ("Condat, Agarský, Richtárik (2022), Provably doubly accelerated federated learning: the first "
              "theoretically successful combination of local training and communication compression "
              "(arXiv 2210.13277), Alg. 1")
+    state = ("x", "X", "H", "last_comm")
 
     def init(self, x0):
         self.X = x0.expand(self.n, self.d).clone()
@@ -584,6 +586,7 @@ class TAMUNA(_ScaffnewCompressed):
              "with local training, compression, and partial participation (arXiv 2302.09832), Alg. 1")
     uses = ("sampler",)
     Params = TAMUNAParams
+    state = ("x", "H", "local_steps_done")
 
     def check(self):
         s = self.sampler

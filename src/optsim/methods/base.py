@@ -1,9 +1,22 @@
 """The method interface: a method is its paper's math over client-indexed tensors.
 
-A method subclasses :class:`Method`, names itself, cites its paper, declares its parameters
-as a pydantic model ``Params`` (validated when the config is loaded), says which shared
-components it takes (``uses``: an uplink ``compressor``, a ``down_compressor``, a client
-``sampler``), and implements
+Two kinds of method can be written; each is a base class with documented hooks, and the runner
+(:class:`optsim.experiment.runner.Session`), checkpoints and replica stacking use only these:
+
+* :class:`Method` -- **round-based** (almost every method): ``init(x0)`` and ``step()``, one
+  synchronous round each; simulated time comes from the round's usage (the meter) and the run's
+  :class:`~optsim.clock.TimeModel`.
+* :class:`TimedMethod` -- **owns simulated time**: the method moves the clock itself
+  (``attach_timing``, ``advance(updates, until)``, ``arrivals``, ``now``). Asynchronous workers
+  subclass :class:`optsim.methods.event.EventMethod` (jobs on the one event engine of
+  :mod:`optsim.clock.engine`, the method being its arrival rule); schedule-driven simulations
+  (pipelines, rounds with computed durations) subclass :class:`TimedMethod` directly and move a
+  :class:`~optsim.clock.SimulatedClock`.
+
+Every method names itself, cites its paper, declares its parameters as a pydantic model
+``Params`` (validated when the config is loaded), says which shared components it takes
+(``uses``: an uplink ``compressor``, a ``down_compressor``, a client ``sampler``), declares
+the attributes it carries between rounds (``state``, see :mod:`optsim.state`), and implements
 
 * ``theory_stepsize()`` -- its paper's theoretical stepsize (the default; users scale it with
   ``stepsize_mult`` or set ``stepsize``),
@@ -33,12 +46,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, PositiveFloat
 
 from ..channel import Channel
+from ..clock import SimulatedClock, Timing, make_timing, round_clock
 from ..compress import Compressor, Message, ReplicaMismatch, make_compressor
 from ..problems import Problem
 from ..rng import generator as make_generator
 from ..sampling import ClientSampler, make_sampler
+from ..state import Stateful
 
-__all__ = ["Method", "MethodParams", "Context", "METHODS", "register_method", "get_method", "build_method"]
+__all__ = ["Method", "TimedMethod", "MethodParams", "Context", "METHODS", "register_method", "get_method",
+           "build_method"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -78,8 +94,8 @@ class Context:
         return self._generators[component]
 
 
-class Method:
-    """Base class of all methods (see the module docstring)."""
+class Method(Stateful):
+    """A round-based method, and the base class of all methods (see the module docstring)."""
 
     name: ClassVar[str] = ""
     #: "Authors (year), Title, Algorithm k"
@@ -90,6 +106,8 @@ class Method:
     replica_batched: ClassVar[bool] = False
     #: rounds depend on :meth:`coin` draws (replicas of one stack then share the method's seed)
     draws_coins: ClassVar[bool] = False
+    #: the attributes carried between rounds (checkpoints and replica stacking use exactly these)
+    state: ClassVar[tuple[str, ...]] = ("x",)
 
     x: torch.Tensor
 
@@ -129,6 +147,26 @@ class Method:
 
     def step(self) -> None:
         raise NotImplementedError
+
+    # ---- the runner's hooks (round-based; :class:`TimedMethod` overrides them) ---------------------
+    def make_clock(self, time, seed: int = 0):
+        """The run's clock for the time config ``time``: synchronous rounds, each timed from its
+        usage by the :class:`~optsim.clock.TimeModel` (``seed``: the clock's random stream)."""
+        return round_clock(time, self.n)
+
+    def advance(self, updates: int, until: float | None = None) -> int:
+        """Run up to ``updates`` rounds without passing simulated time ``until``; returns how many
+        were run. A round-based method runs one (the runner closes each round before the next)."""
+        self.step()
+        return 1
+
+    def counters(self) -> dict[str, float]:
+        """Trace columns the method reports itself (e.g. ``comm_rounds`` of event-driven methods)."""
+        return {}
+
+    def trace_meta(self) -> dict[str, Any]:
+        """What the method adds to the trace's metadata when the run ends."""
+        return {}
 
     def replicable(self) -> bool:
         """Whether R copies of this run (differing only in the stepsize or the seed) can run
@@ -203,6 +241,47 @@ class Method:
         if a is None:
             raise ValueError(f"{self.name} needs a contractive compressor (e.g. top_k), got {self.compressor.describe()}")
         return a
+
+
+class TimedMethod(Method):
+    """A method that owns simulated time (see the module docstring). Hooks:
+
+    * ``attach_timing(timing)`` -- use the run's job durations (:class:`~optsim.clock.Timing`:
+      compute-time model and links); returns the clock the runner reads (``now``), a
+      :class:`~optsim.clock.SimulatedClock` whose ``advance`` does not move with rounds;
+    * ``advance(updates, until)`` -- server updates up to ``updates`` (the trace's ``round``) or until
+      the next event would come after simulated time ``until``; returns the updates made;
+    * ``arrivals`` -- messages received so far (the trace's ``comm_rounds``);
+    * ``trace_meta()`` -- statistics of the run (e.g. delays) for the trace's metadata.
+
+    ``step()`` is ``advance(1)``.
+    """
+
+    timing: Timing | None = None
+    #: the clock ``attach_timing`` returns (the method sets its ``now``)
+    clock: SimulatedClock
+    #: messages received so far (the trace's ``comm_rounds``)
+    arrivals: int = 0
+
+    def make_clock(self, time, seed: int = 0) -> SimulatedClock:
+        return self.attach_timing(make_timing(time, self.n, seed))
+
+    def attach_timing(self, timing: Timing) -> SimulatedClock:
+        raise NotImplementedError
+
+    def advance(self, updates: int, until: float | None = None) -> int:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.advance(1)
+
+    @property
+    def now(self) -> float:
+        """Simulated time now."""
+        return self.clock.now
+
+    def counters(self) -> dict[str, float]:
+        return {"comm_rounds": float(self.arrivals)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:

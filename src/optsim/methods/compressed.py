@@ -80,6 +80,7 @@ class DIANA(Method):
     uses = ("compressor",)
     Params = DIANAParams
     replica_batched = True
+    state = ("x", "H", "h")
 
     def theory_stepsize(self):
         p, w = self.problem, self.omega

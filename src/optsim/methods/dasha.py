@@ -91,6 +91,7 @@ class _DASHABase(Method):
 
     uses = ("compressor",)
     Params = DASHAParams
+    state = ("x", "G", "H", "g", "last_full")
 
     @property
     def a(self) -> float:
@@ -335,6 +336,7 @@ class _DASHAPPBase(Method):
     Params = DASHAPPParams
     #: whether the estimator computes full local gradients (then h_i^0 = grad f_i(x^0) is kept as well)
     full_gradients = True
+    state = ("x", "G", "H", "P", "g", "known", "last", "t", "last_full")
 
     def check(self):
         participation(self.sampler, self.n)

@@ -93,6 +93,7 @@ class EF21(Method):
     uses = ("compressor", "sampler")
     Params = EF21Params
     replica_batched = True
+    state = ("x", "G", "g")
 
     @property
     def partial(self) -> bool:
@@ -163,6 +164,7 @@ class EF21BC(Method):
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtárik (2021), EF21 with bells & whistles, Alg. 5 (EF21-BC)"
     uses = ("compressor", "down_compressor")
     Params = EF21Params
+    state = ("x", "Gt", "gt", "g")
 
     down_alpha = property(_down_alpha)
 
@@ -214,6 +216,7 @@ class EF21P(Method):
     paper = "Gruntkowska, Tyurin, Richtárik (2023), EF21-P and friends, Alg. 2 (EF21-P + DIANA)"
     uses = ("compressor", "down_compressor")
     Params = DIANAParams
+    state = ("x", "w", "H", "h")
 
     down_alpha = property(_down_alpha)
 
@@ -262,6 +265,7 @@ class EF(Method):
     name = "ef"
     paper = "Seide et al. (2014), 1-bit SGD; Karimireddy et al. (2019), Error feedback fixes SignSGD, Alg. 2 (EF-SGD)"
     uses = ("compressor",)
+    state = ("x", "E")
 
     def theory_stepsize(self):
         return self.alpha / (4 * self.problem.L_max)

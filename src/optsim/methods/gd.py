@@ -106,6 +106,7 @@ class SGD(Method):
     paper = "Gower, Loizou, Qian, Sailanbayev, Shulgin, Richtárik (2019), SGD: general analysis and improved rates, Thm. 3.1"
     uses = ("sampler",)
     Params = SGDParams
+    state = ("x", "_weights")
 
     def expected_smoothness(self) -> float:
         s = self.sampler

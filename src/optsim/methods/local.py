@@ -394,6 +394,7 @@ class Scaffold(LocalTraining):
     name = "scaffold"
     paper = "Karimireddy et al. (2020), SCAFFOLD: stochastic controlled averaging for federated learning, Alg. 1, Thm. III"
     Params = ScaffoldParams
+    state = ("x", "c", "C")
 
     def theory_stepsize(self):
         eta_g, K = self.params.server_stepsize, self.K
@@ -570,6 +571,7 @@ class FedShuffleMVR(FedShuffle):
     paper = ("Horváth, Sanjabi, Xiao, Richtárik, Morcos (2022), FedShuffle (FedShuffleMVR); MVR as in MimeMVR "
              "(Karimireddy et al. 2020) -- our rendering, see docstring")
     Params = FedShuffleMVRParams
+    state = ("x", "x_prev", "m", "_m_round", "_x_round")
 
     def init(self, x0):
         self.x = x0
@@ -612,6 +614,7 @@ class _Skip(Method):
     """Shared state of the ProxSkip family: client models X (n, d) and control variates H (n, d)."""
 
     Params = ProxSkipParams
+    state = ("x", "X", "H", "last_comm")
 
     @cached_property
     def mu_min(self) -> float:
@@ -718,6 +721,7 @@ class ProxSkipVR(_Skip):
     paper = ("Malinovsky, Yi, Richtárik (2022), Variance reduced ProxSkip: algorithm, theory and application to "
              "federated learning (ProxSkip-LSVRG / ProxSkip-SAGA)")
     Params = ProxSkipVRParams
+    state = ("x", "X", "H", "last_comm", "Y", "GY", "T", "Tbar", "_m", "_ar")
 
     def check(self):
         if not _has_sample_grads(self.problem):
@@ -832,6 +836,7 @@ class GradSkip(_Skip):
     paper = ("Maranjyan, Safaryan, Richtárik (2022), GradSkip: communication-accelerated local gradient methods "
              "with better computational complexity, Alg. 1")
     Params = GradSkipParams
+    state = ("x", "X", "H", "last_comm", "Gc", "fresh")
 
     @cached_property
     def _defaults(self) -> tuple[float, torch.Tensor]:

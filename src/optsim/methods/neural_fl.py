@@ -39,7 +39,7 @@ from ..optim import OPTIMIZERS
 from ..optim.lmo import LMOS, MATRIX_NORMS, apply_lmo
 from ..problems.neural import Layout
 from ..sampling import Independent
-from .asynchronous import AsyncParams, EventMethod
+from .event import AsyncParams, EventMethod
 from .base import Method, MethodParams, register_method
 
 __all__ = ["layout_of", "layout_lmo", "optimizer_class", "BatchedOptimizer", "draw_indices", "FedOpt", "LocalOpt",
@@ -308,6 +308,7 @@ class FedOpt(Method):
     paper = "Reddi et al. (2021), Adaptive Federated Optimization, Alg. 1 (FedOpt)"
     Params = FedOptParams
     uses = ("sampler",)
+    state = ("x", "layout", "server")
 
     def check(self):
         _validate_spec(self.params.client_optimizer, f"{self.name}.client_optimizer")
@@ -419,6 +420,7 @@ class DistOpt(Method):
     name = "dist_opt"
     paper = "Distributed minibatch training with a server optimizer (e.g. Gluon: Riabinin et al. 2025, Alg. 1)"
     Params = DistOptParams
+    state = ("x", "layout", "server")
 
     def check(self):
         _validate_spec(self.params.optimizer, f"{self.name}.optimizer")
@@ -526,6 +528,7 @@ class CompressedGluon(Method):
     paper = "Qian, Gaponov, Malinovsky, Richtárik (2026), Communication-Efficient Gluon in FL (reconstructed rounds)"
     Params = CompressedGluonParams
     uses = ("compressor",)
+    state = ("x", "x_prev", "M", "v", "g", "h", "layout", "_fb", "_p")
 
     def check(self):
         _check_norms(self.params.matrix_norm, self.params.vector_norm)
@@ -627,6 +630,7 @@ class LMOAsyncParams(AsyncParams):
 
 class _LMOEvent(EventMethod):
     Params = LMOAsyncParams
+    state = EventMethod.state + ("_layout", "_m", "_vec_l2")
 
     def check(self):
         _check_norms(self.params.matrix_norm, self.params.vector_norm)
@@ -653,25 +657,24 @@ class _LMOEvent(EventMethod):
 
     def _lmo_step(self, g) -> None:
         """m <- (1 - alpha_k) m + alpha_k g; x <- x + gamma_k lmo(m) (a new x: the server never updates in place)."""
-        a, gamma = self.alpha_k(self.k), self.gamma_k(self.k)
+        e = self.engine
+        a, gamma = self.alpha_k(e.k), self.gamma_k(e.k)
         if self._vec_l2:  # one l2 block on the CPU (e.g. a quadratic): lmo(m) = -m / ||m||, in NumPy
             self._m = g * a if self._m is None else self._m * (1 - a) + g * a
             nrm = float(np.linalg.norm(self._m))
-            self._x = self._x - (gamma / nrm) * self._m if nrm > 0 else self._x
-            self.k += 1
+            self.update(e.x - (gamma / nrm) * self._m if nrm > 0 else e.x)
             return
-        gt = torch.from_numpy(g) if self._np else g
+        gt = torch.from_numpy(g) if e.numpy else g
         self._m = gt * a if self._m is None else self._m * (1 - a) + gt * a
         lmo = layout_lmo(self._m.view(1, self.d), self._layout, self.params.matrix_norm, self.params.vector_norm,
                          method=self.params.spectral_method).view(self.d)
-        x = (torch.from_numpy(self._x) if self._np else self._x) + gamma * lmo
-        self._x = x.numpy() if self._np else x
-        self.k += 1
+        x = e.model() + gamma * lmo
+        self.update(x.numpy() if e.numpy else x)
 
     def begin(self):
         self._layout = layout_of(self.problem)
         self._m = None
-        self._vec_l2 = self._np and len(self._layout) == 1 and not next(iter(self._layout)).is_matrix \
+        self._vec_l2 = self.engine.numpy and len(self._layout) == 1 and not next(iter(self._layout)).is_matrix \
             and self.params.vector_norm == "l2"
         self._start()
 
@@ -734,6 +737,7 @@ class RingmasterLMO(_LMOEvent):
     name = "ringmaster_lmo"
     paper = "Sadiev, Maranjyan, Ilin, Richtárik (2026), Ringmaster LMO, Alg. 1 (constant or parameter-agnostic schedules)"
     Params = RingmasterLMOParams
+    state = _LMOEvent.state + ("_R",)
 
     @property
     def R(self) -> int:
@@ -753,7 +757,7 @@ class RingmasterLMO(_LMOEvent):
         self.launch_all(0.0)
 
     def on_arrival(self, i, t):
-        fresh = self.k - self._version[i] < self.R_k(self.k)
+        fresh = self.k - self.engine.version[i] < self.R_k(self.k)
         self.record(i, fresh)
         if fresh:
             self._lmo_step(self.gradient(i))
@@ -772,6 +776,7 @@ class MinibatchLMO(_LMOEvent):
 
     name = "minibatch_lmo"
     paper = "Synchronous LMO momentum (Gluon, Riabinin et al. 2025, Alg. 1) with n workers"
+    state = _LMOEvent.state + ("_acc", "_count")
 
     def _start(self):
         self._acc, self._count = None, 0

@@ -209,6 +209,7 @@ class Newton3PC(Method):
     Params = NewtonParams
     #: FedNL's timing: the Hessian learned at x^k enters the step of the *next* round
     lagged = False
+    state = ("x", "g", "H", "H_i", "Y", "l", "l_i", "all", "pack")
 
     @classmethod
     def component_dim(cls, component, problem):
@@ -428,6 +429,7 @@ class Newton3PCBC(Newton3PC):
              "communication compression and Bernoulli aggregation, Newton-3PC-BC")
     uses = ("compressor", "down_compressor")
     Params = NewtonBCParams
+    state = ("x", "g", "H", "H_i", "Y", "l", "l_i", "all", "pack", "w", "z", "g_w", "last_grad")
 
     @property
     def model_stepsize(self) -> float:
@@ -484,6 +486,7 @@ class Newton3PCPP(Newton3PC):
              "communication compression and Bernoulli aggregation, Newton-3PC with partial participation")
     uses = ("compressor", "sampler")
     Params = NewtonPPParams
+    state = ("x", "g", "H", "H_i", "Y", "l", "l_i", "all", "pack", "W", "G_i")
 
     def check(self):
         s = self.sampler

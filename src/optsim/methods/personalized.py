@@ -105,6 +105,7 @@ class L2GD(Method):
              "compression (arXiv 2209.05148), compressed L2GD; Hanzely & Richtárik (2020), L2GD, Alg. 1")
     uses = ("compressor", "down_compressor")
     Params = L2GDParams
+    state = ("x", "X", "last_comm")
 
     def check(self):
         for comp, where in ((self.compressor, "compressor"), (self.down_compressor, "down_compressor")):
@@ -214,6 +215,7 @@ class MetaParams(MethodParams):
 class _Meta(Method):
     uses = ("sampler",)
     Params = MetaParams
+    state = ("x", "_weights")
     #: inner fixed-point steps s (FO-MAML: 1)
     s: int = 1
 

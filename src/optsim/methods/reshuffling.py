@@ -90,6 +90,7 @@ class QRR(_Shuffled):
     name = "q_rr"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 1 (Q-RR)")
+    state = ("x", "rr")
 
     def theory_stepsize(self):
         return 1.0 / ((1 + 2 * self.omega / self.n) * self.L_max)
@@ -152,6 +153,7 @@ class DIANARR(_Shuffled):
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 2 (DIANA-RR)")
     Params = DIANARRParams
+    state = ("x", "h", "rows", "rr")
 
     def check(self):
         _needs_samples(self)
@@ -210,6 +212,7 @@ class DIANASGD(_Shuffled):
     paper = ("Mishchenko, Gorbunov, Takáč, Richtárik (2019), Distributed learning with compressed gradient "
              "differences, Alg. 1 (stochastic gradients)")
     Params = DIANASGDParams
+    state = ("x", "H", "h")
 
     @property
     def shift_stepsize(self) -> float:
@@ -335,6 +338,7 @@ class QNASTYA(_LocalRR):
     name = "q_nastya"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 3 (Q-NASTYA)")
+    state = ("x", "rows")
 
     def theory_stepsize(self):
         return 1.0 / (16 * self.m * self.L_max)
@@ -361,6 +365,7 @@ class DIANANASTYA(QNASTYA):
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 4 (DIANA-NASTYA)")
     shifts = True
+    state = ("x", "H", "h", "rows")
 
     @property
     def server_stepsize(self) -> float:
@@ -389,6 +394,7 @@ class FedCRR(_LocalRR):
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR (compressed FedRR)")
     normalized = False
+    state = ("x", "rows")
 
     def theory_stepsize(self):
         return 1.0 / (16 * self.m * self.L_max * (1 + self.omega / self.n))
@@ -408,6 +414,7 @@ class FedCRRVR(FedCRR):
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR-VR")
     shifts = True
+    state = ("x", "rows", "H", "h")
 
     def theory_stepsize(self):
         g = 1.0 / (16 * self.m * self.L_max * (1 + 9 * self.omega / self.n))
@@ -432,3 +439,4 @@ class FedCRRVR2(FedCRRVR):
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR-VR-2")
     control = True
+    state = ("x", "rows", "H", "h", "y", "Gy")

@@ -113,6 +113,7 @@ class PAGEAS(Method):
              "with client and data sampling (PAGE with arbitrary sampling)")
     uses = ("sampler",)
     Params = PAGEASParams
+    state = ("x", "g", "last_full", "_inv_np", "_pad", "_q")
 
     def check(self):
         if getattr(self.problem, "L_samples", None) is None:

@@ -174,6 +174,7 @@ class EFBV(Method):
     uses = ("compressor",)
     Params = EFBVParams
     replica_batched = True
+    state = ("x", "H", "h", "lam", "nu")
 
     def check(self):
         eta_omega(self.compressor)  # refuses compressors outside the class
@@ -304,6 +305,7 @@ class DCGDShift(Method):
     paper = "Shulgin, Richtárik (2022), Shifted compression framework: generalizations and improvements, Alg. 1"
     uses = ("compressor", "down_compressor")
     Params = DCGDShiftParams
+    state = ("x", "H", "h", "y")
 
     def check(self):
         _ = self.omega  # the uplink compressor must be unbiased

@@ -265,6 +265,7 @@ class ThreePCMethod(Method):
              "communication-efficient distributed training and a better theory for lazy aggregation, Alg. 1")
     uses = ("compressor",)
     Params = ThreePCParams
+    state = ("x", "G", "Y", "g")
 
     def check(self):
         comp = self.compressor

@@ -72,6 +72,7 @@ class MARINA(Method):
     Params = MARINAParams
     replica_batched = True
     draws_coins = True
+    state = ("x", "G", "g", "last_full")
 
     def check(self):
         s = self.sampler
@@ -167,6 +168,7 @@ class PAGE(Method):
     name = "page"
     paper = "Li, Bao, Zhang, Richtárik (2021), PAGE: a simple and optimal probabilistic gradient estimator for nonconvex optimization, Alg. 1"
     Params = PAGEParams
+    state = ("x", "g", "last_full")
 
     def check(self):
         if type(self.problem)._sample_grads is Problem._sample_grads:

@@ -298,6 +298,73 @@ class Problem:
         self.solve_residual = best_gn
         return best
 
+    # ---- what a method may ask of any problem (None / False where the problem cannot tell) -------
+    def noise_variance(self, batch_size: int = 1) -> float | None:
+        """sigma^2 = E||g(x) - grad f_i(x)||^2 of one stochastic gradient of ``batch_size`` samples
+        (:meth:`minibatch_grads`), when the problem knows it."""
+        return None
+
+    @property
+    def mean_squared_smoothness(self) -> float | None:
+        """L_sigma with E||g(x; xi) - g(y; xi) - grad f(x) + grad f(y)||^2 <= L_sigma^2 ||x - y||^2 for
+        one sample xi, when the problem knows it."""
+        return None
+
+    @property
+    def additive_noise(self) -> bool:
+        """Whether the stochastic oracle adds noise that does not depend on x (g(x; xi) - g(y; xi) =
+        grad f_i(x) - grad f_i(y)): sample-smoothness terms of the theory then vanish."""
+        return False
+
+    @property
+    def has_sample_grads(self) -> bool:
+        """Whether per-sample gradients exist (a finite sum f_i = (1/m_i) sum_j f_ij)."""
+        return type(self)._sample_grads is not Problem._sample_grads
+
+    @property
+    def L_samples(self) -> torch.Tensor | None:
+        """(n, M) smoothness constants L_ij of the samples' functions (finite sums), else None."""
+        return None
+
+    @property
+    def L_sample_max(self) -> float:
+        """max_ij L_ij, the largest smoothness constant of one sample's function; L_max for
+        problems whose samples are not separate functions (e.g. additive noise)."""
+        return self.L_max
+
+    @property
+    def local_mu(self) -> torch.Tensor:
+        """(n,) strong convexity constants mu_i of the f_i (float64, CPU); ValueError when unknown."""
+        raise ValueError(f"no local strong convexity constants for {self.name}: set the stepsize and probabilities "
+                         "explicitly")
+
+    def sample_gradient_variance(self, x: torch.Tensor) -> float:
+        """max_i (1/m_i) sum_j ||grad f_ij(x) - grad f_i(x)||^2 at x (uncounted): the sigma^2 of a
+        one-sample stochastic gradient there."""
+        raise ValueError(f"{self.name} has no per-sample gradient variance (a finite-sum problem is needed)")
+
+    @property
+    def L0_L1(self) -> tuple[torch.Tensor, float] | None:
+        """((n,) L0_i, L1) of (L0, L1)-smooth f_i (||grad^2 f_i(x)|| <= L0_i + L1 ||grad f_i(x)||), when known."""
+        return None
+
+    @property
+    def quadratic_data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(A (n, d, d), b (n, d)) when every f_i(x) = x^T A_i x / 2 - b_i^T x exactly (closed forms of
+        the theory), else None."""
+        return None
+
+    #: named blocks of x (neural models: weight matrices, biases); None: one vector
+    layout = None
+
+    def initial_point(self) -> torch.Tensor | None:
+        """The problem's own initial point (e.g. a network's initialization); None: start at 0."""
+        return None
+
+    def extra_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """Metrics besides loss and gradient norm (e.g. held-out accuracy), uncounted."""
+        return {}
+
     @property
     def gradient_flops(self) -> float:
         """Approximate floating-point operations of one batched gradient over all clients."""

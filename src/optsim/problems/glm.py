@@ -211,6 +211,23 @@ class GLMProblem(Problem):
         """max_ij L_ij, the worst per-sample smoothness constant."""
         return float(self.L_samples.max())
 
+    @property
+    def local_mu(self) -> torch.Tensor:
+        """lambda of the l2 regularizer (the logistic part may be arbitrarily flat); ValueError for the
+        nonconvex regularizer."""
+        if self.regularizer != "l2":
+            return super().local_mu
+        return torch.full((self.n,), self.lam, dtype=torch.float64)
+
+    def sample_gradient_variance(self, x: torch.Tensor) -> float:
+        """max_i (1/m_i) sum_j ||grad f_ij(x) - grad f_i(x)||^2 at x (the regularizer cancels)."""
+        A, b, w = self.A, self.b, self.w
+        X = x.to(self.dtype).reshape(1, -1).expand(self.n, self.d)
+        z = torch.bmm(A, X.unsqueeze(-1)).squeeze(-1)
+        per = self._dphi(z, b).unsqueeze(-1) * A  # (n, M, d)
+        mean = (w.unsqueeze(-1) * per).sum(1, keepdim=True)
+        return float((w * (per - mean).pow(2).sum(-1)).sum(1).max())
+
     def _fingerprint_parts(self):
         return [self.regularizer, self.lam, self.A, self.b, self.w]
 
@@ -271,6 +288,12 @@ class LeastSquares(GLMProblem):
     def _mu(self):
         ev = float(torch.linalg.eigvalsh(self._gram().mean(0))[0]) + self.lam
         return ev if ev > 1e-12 * self.L else None
+
+    @property
+    def local_mu(self) -> torch.Tensor:
+        """lambda + lambda_min of each client's Gram matrix."""
+        mu = super().local_mu
+        return mu + self.curvature * torch.linalg.eigvalsh(self._gram())[:, 0].clamp_min(0).cpu()
 
     @property
     def convex(self):

@@ -84,6 +84,32 @@ class Quadratic(Problem):
                 g.shape, generator=generator, dtype=torch.float64).to(g)
         return g
 
+    def noise_variance(self, batch_size: int = 1) -> float:
+        """noise^2 d / batch_size: the variance of the additive Gaussian noise of one stochastic gradient."""
+        return self.noise ** 2 * self.d / batch_size
+
+    @property
+    def mean_squared_smoothness(self) -> float:
+        """0: the noise is additive (g(x; xi) - g(y; xi) = grad f_i(x) - grad f_i(y))."""
+        return 0.0
+
+    @property
+    def additive_noise(self) -> bool:
+        return True
+
+    @property
+    def quadratic_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.A, self.b
+
+    @property
+    def local_mu(self) -> torch.Tensor:
+        """lambda_min(A_i) of each client (0 when A_i is singular)."""
+        return torch.linalg.eigvalsh(self.A.to(torch.float64))[:, 0].clamp_min(0).cpu()
+
+    def sample_gradient_variance(self, x: torch.Tensor) -> float:
+        """noise^2 d, the variance of one stochastic gradient (the same at every x)."""
+        return float(self.noise) ** 2 * self.d
+
     def _smoothness(self):
         return torch.linalg.eigvalsh(self.A.to(torch.float64))[:, -1]
 

@@ -316,7 +316,7 @@ def pipedream(out: Path, fast: bool) -> Outcome:
     claim and reports the measured ratios.
     """
     from ..experiment import parse_config, run_method
-    from ..methods.pipeline import pipedream_delays, pipedream_schedule
+    from ..methods.asynchronous.pipeline import pipedream_delays, pipedream_schedule
 
     out.mkdir(parents=True, exist_ok=True)
     # (1) the delay of steady-state PipeDream (equal stage times), S = 2..32, and a quadratic fit

@@ -18,15 +18,14 @@ for even S in our simulator: :func:`pipedream_delays`).
 from __future__ import annotations
 
 import math
-from array import array
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
-from .base import Method, MethodParams, register_method
+from ...clock import DelayLog, SimulatedClock
+from ..base import Method, MethodParams, TimedMethod, register_method
 
 __all__ = ["PipeSchedule", "pipedream_schedule", "pipedream_delays", "PipeDream", "RandomizedPipeDream",
            "LocalSGDPipe", "steady_delay"]
@@ -155,36 +154,27 @@ class PipeParams(MethodParams):
     batch_size: PositiveInt = 1
 
 
-class _Clock:
-    """A schedule-driven clock for the runner (``now``; rounds do not move it)."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def advance(self, usage=None) -> float:
-        return self.now
-
-
 def _pipe_stepsize(L: float, tau: float, S: int) -> float:
     """gamma = 1 / (2 L (1 + tau / S)): a stale block-SGD step whose delay tau (in block updates)
     is tau / S full-gradient steps (our choice; the paper's Theorem gives the rate in gamma)."""
     return 1.0 / (2.0 * L * (1.0 + tau / S))
 
 
-class _EventLike(Method):
-    """Shared wiring of the schedule-driven methods: the runner's event interface."""
+class _Pipeline(TimedMethod):
+    """Shared wiring of the schedule-driven methods: their time follows the pipeline schedule
+    (a :class:`~optsim.clock.SimulatedClock`), their delays a :class:`~optsim.clock.DelayLog`."""
 
-    event_driven: ClassVar[bool] = True
     Params = PipeParams
 
     def attach_timing(self, timing):
         """Pipelines keep their own stage times (Params); the run's compute model is not used."""
-        self.clock = _Clock()
+        self.clock = SimulatedClock()
         return self.clock
 
     @property
-    def now(self) -> float:
-        return self.clock.now
+    def delays(self):
+        """Delay of every block update (iterations since the weights its gradient was taken at)."""
+        return self.log.delays
 
     def _sample_clients(self, m: int) -> torch.Tensor:
         if self.n == 1:
@@ -196,24 +186,21 @@ class _EventLike(Method):
         return self.problem.minibatch_grads(X, self.params.batch_size, self.ctx.generator("noise"),
                                             clients=self._sample_clients(X.shape[0]))
 
-    def step(self):
-        self.advance(1)
-
     def trace_meta(self) -> dict:
-        if not hasattr(self, "delays"):
+        if not hasattr(self, "log"):
             return {}
-        d = np.frombuffer(self.delays, dtype=np.int64)
-        return {"delays": {"arrivals": int(d.size), "updates": int(self.k),
-                           "mean": float(d.mean()) if d.size else 0.0, "max": int(d.max()) if d.size else 0,
-                           "steady_mean": float(d[d.size // 2:].mean()) if d.size else 0.0,
-                           "steady_max": int(d[d.size // 2:].max()) if d.size else 0, **self._extra_meta()}}
+        if len(self.log):
+            summary = self.log.summary(self.k)
+        else:
+            summary = {"arrivals": 0, "updates": int(self.k), "mean": 0.0, "max": 0, "steady_mean": 0.0, "steady_max": 0}
+        return {"delays": {**summary, **self._extra_meta()}}
 
     def _extra_meta(self) -> dict:
         return {}
 
 
 @register_method
-class PipeDream(_EventLike):
+class PipeDream(_Pipeline):
     """PipeDream (Harlap et al., 2018) in its 1F1B steady state, simulated exactly: microbatch
     m's gradient is taken at the blocks its forwards read (weight stashing), and block s is
     updated when B_s(m) ends. One iteration = one block update; simulated time follows
@@ -227,6 +214,8 @@ class PipeDream(_EventLike):
 
     name = "pipedream"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream; Harlap et al. (2018), PipeDream"
+    state = ("x", "k", "arrivals", "clock", "log", "_blk", "_sched_M", "_events", "_pos", "_reads", "_kread",
+             "_grad", "_left")
 
     def theory_stepsize(self):
         return _pipe_stepsize(self.problem.L, steady_delay(self.params.stages), self.params.stages)
@@ -234,10 +223,9 @@ class PipeDream(_EventLike):
     def init(self, x0):
         S = self.params.stages
         self._blk = _blocks(self.d, S)
-        self._np = self.problem.device.type == "cpu"
         self.x = x0.clone()
         self.k, self.arrivals = 0, 0
-        self.delays = array("q")
+        self.log = DelayLog(1)
         self._sched_M = 0
         self._events: list = []  # (time, kind 0 = update / 1 = read, stage, microbatch)
         self._pos = 0
@@ -288,7 +276,7 @@ class PipeDream(_EventLike):
                 g = self._grads(self._reads.pop(m).reshape(1, -1))[0]
                 self._grad[m] = g
                 self.arrivals += 1
-            self.delays.append(self.k - self._kread[m])
+            self.log.record(self.k - self._kread[m])
             x = self.x.clone()
             x[blk] -= self.gamma * g[blk]
             self.x = x
@@ -326,6 +314,7 @@ class RandomizedPipeDream(Method):
     name = "rpd"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream, RPD"
     Params = RPDParams
+    state = ("x", "_blk", "_tau", "_hist", "_h")
 
     @property
     def tau(self) -> int:
@@ -374,7 +363,7 @@ class LocalPipeParams(MethodParams):
 
 
 @register_method
-class LocalSGDPipe(_EventLike):
+class LocalSGDPipe(_Pipeline):
     """LocalSGD on the same S-stage pipeline, the comparison of Ilin & Richtarik (2026): M model
     replicas (default M = S), each split into the S stage blocks like PipeDream's model, share the
     S devices. Microbatch j of a round belongs to replica j mod M; in 1F1B order its forward on
@@ -402,6 +391,8 @@ class LocalSGDPipe(_EventLike):
     name = "local_sgd_pipe"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream (LocalSGD baseline); Stich (2019), Local SGD"
     Params = LocalPipeParams
+    state = ("x", "k", "arrivals", "clock", "log", "_blk", "_ev_t", "_ev_s", "_ev_j", "_round", "_t0", "_pos", "_X",
+             "_grad")
 
     def theory_stepsize(self):
         return 1.0 / (4.0 * self.problem.L)
@@ -426,7 +417,7 @@ class LocalSGDPipe(_EventLike):
         self._X = x0.reshape(1, -1).repeat(R, 1)
         self._grad: dict[int, torch.Tensor] = {}  # microbatch of the round -> its gradient
         self.k, self.arrivals = 0, 0
-        self.delays = array("q")
+        self.log = DelayLog(1)
 
     def advance(self, updates, until=None):
         k0, S, R = self.k, self.params.stages, self._X.shape[0]
@@ -442,7 +433,7 @@ class LocalSGDPipe(_EventLike):
                 g = self._grads(self._X[r].reshape(1, -1))[0]
                 self._grad[j] = g
                 self.arrivals += 1
-                self.delays.append(0)
+                self.log.record(0)
             X = self._X.clone()
             X[r, blk] -= self.gamma * g[blk]
             self._X = X

@@ -30,10 +30,7 @@ from typing import Literal
 import torch
 from pydantic import PositiveInt
 
-from ..compress import Message
-from ..compress.base import index_bits
-from ..problems.quadratic import Quadratic
-from .base import Method, MethodParams, register_method
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["IST", "ISTParams"]
 
@@ -77,6 +74,7 @@ class IST(Method):
     """
 
     name = "ist"
+    state = ("x", "_c", "_q", "_owner")
     paper = "Shulgin, Richtárik (2023), Towards a better theoretical understanding of independent subnetwork training, arXiv 2306.16484, Alg. 1"
     Params = ISTParams
 
@@ -87,14 +85,14 @@ class IST(Method):
         if sk == "perm_precond":
             if d != n:
                 raise ValueError(f"ist: the preconditioned sketch (eq. 23) is Perm-1: it needs d = n, got d = {d}, n = {n}")
-            if not isinstance(self.problem, Quadratic):
+            if self.problem.quadratic_data is None:
                 raise ValueError("ist: the preconditioned sketch needs the diagonals of the clients' matrices L_i "
                                  f"(a quadratic problem), got {self.problem.name}")
 
     # ---- the sketches ---------------------------------------------------------------------------
     def _diag(self) -> torch.Tensor:
         """(n, d): the diagonals of the clients' matrices L_i."""
-        return torch.diagonal(self.problem.A.to(torch.float64), dim1=1, dim2=2)
+        return torch.diagonal(self.problem.quadratic_data[0].to(torch.float64), dim1=1, dim2=2)
 
     def _scales(self) -> torch.Tensor:
         """(n, d) diagonal of C_i on client i's block, for every coordinate (the block mask applies)."""
@@ -107,10 +105,10 @@ class IST(Method):
         """Exact E[Bbar], E[Bbar Lbar Bbar] and E[(1/n) sum_i C_i b_i] over the random sketch, for a
         quadratic problem (float64)."""
         p = self.problem
-        if not isinstance(p, Quadratic):
+        if p.quadratic_data is None:
             raise NotImplementedError(f"ist: theory constants need a quadratic problem, got {p.name}: set 'stepsize'")
-        L = p.A.to(torch.float64)
-        b = p.b.to(torch.float64)
+        L = p.quadratic_data[0].to(torch.float64)
+        b = p.quadratic_data[1].to(torch.float64)
         Lbar, bbar = L.mean(0), b.mean(0)
         n, d, sk = self.n, self.d, self.params.sketch
         if sk == "identity":
@@ -134,7 +132,7 @@ class IST(Method):
     def theta(self) -> float:
         """The smallest theta with E[Bbar Lbar Bbar] <= theta Wbar (Theorem 1, condition 14)."""
         EB, EBLB, _ = self.sketch_moments()
-        Lbar = self.problem.A.to(torch.float64).mean(0)
+        Lbar = self.problem.quadratic_data[0].to(torch.float64).mean(0)
         W = 0.5 * (EB @ Lbar + Lbar @ EB)
         ev, U = torch.linalg.eigh(W)
         if float(ev.min()) <= 1e-12 * float(ev.abs().max()):
@@ -145,7 +143,7 @@ class IST(Method):
         return float(torch.linalg.eigvalsh(0.5 * (M + M.T))[-1])
 
     def theory_stepsize(self):
-        if not isinstance(self.problem, Quadratic):  # the paper's theory is for quadratics
+        if self.problem.quadratic_data is None:  # the paper's theory is for quadratics
             if self.params.sketch == "identity":
                 return 1.0 / self.problem.L
             return 1.0 / (self.n * self.problem.L_max)  # theta of Perm-q when every L_i = L_max I (heuristic, ours)
@@ -161,10 +159,7 @@ class IST(Method):
         self.x = x0
         if self.params.sketch != "identity":
             self._c = self._scales().to(x0)
-            q = torch.tensor([len(range(i, self.d, self.n)) for i in range(self.n)], dtype=torch.float64)  # block sizes
-            b = self.channel.float_bits
-            self._bits_down = q * (b + index_bits(self.d))
-            self._bits_up = q * b
+            self._q = torch.tensor([len(range(i, self.d, self.n)) for i in range(self.n)], dtype=torch.float64)  # block sizes
             self._owner = (torch.arange(self.d) % self.n).to(x0.device)  # position j of the permutation -> client
 
     def _sketch(self) -> torch.Tensor:
@@ -183,10 +178,10 @@ class IST(Method):
             C = None
         else:
             C = self._sketch()
-            W = self.channel.send_down(Message(C * self.x, self._bits_down))  # the submodels C_i x
+            W = self.channel.send_down(self.channel.sparse(C * self.x, self._q))  # the submodels C_i x
         if H == 1:  # eq. 2 with estimator 5: x - gamma (1/n) sum_i C_i grad f_i(C_i x)
             G = self.problem.grads(W)
-            g = self.channel.uplink(G if C is None else Message(C * G, self._bits_up))
+            g = self.channel.uplink(G if C is None else self.channel.sparse(C * G, self._q, indexed=False))
             self.x = self.x - gamma * g
             return
         Z = W
@@ -194,4 +189,4 @@ class IST(Method):
             G = self.problem.grads(Z)
             Z = Z - gamma * (G if C is None else C * G)
         D = Z - W
-        self.x = self.x + self.channel.uplink(D if C is None else Message(D, self._bits_up))
+        self.x = self.x + self.channel.uplink(D if C is None else self.channel.sparse(D, self._q, indexed=False))
