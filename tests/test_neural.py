@@ -429,7 +429,7 @@ def test_ringmaster_and_minibatch_lmo_steps():
         prev = r.x.clone()
     meta = r.trace_meta()["delays"]
     assert meta["discarded"] > 0 and meta["updates"] == 20
-    assert all(dl >= 1 for dl, u in zip(r.delays, r.used) if not u) and all(dl == 0 for dl, u in zip(r.delays, r.used) if u)
+    assert all(dl >= 1 for dl, u in zip(r.delays, r.engine.log.used) if not u) and all(dl == 0 for dl, u in zip(r.delays, r.engine.log.used) if u)
 
 
 def _pa_reference(problem, x0, eta, grads_at, K):
@@ -470,7 +470,7 @@ def test_parameter_agnostic_ringmaster_lmo_one_worker_is_synchronous_pa_lmo():
         runs[name] = (xs, r)
     for a, b in zip(*(v[0] for v in runs.values())):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    assert all(runs["ringmaster_lmo"][1].used) and set(runs["ringmaster_lmo"][1].delays) == {0}
+    assert all(runs["ringmaster_lmo"][1].engine.log.used) and set(runs["ringmaster_lmo"][1].delays) == {0}
     # the step of iteration k has length eta (k + 1)^-3/4 (one l2 block)
     steps = [float((b - a).norm()) for a, b in zip(runs["ringmaster_lmo"][0], runs["ringmaster_lmo"][0][1:])]
     assert steps == pytest.approx([eta * (k + 2) ** -0.75 for k in range(K - 1)], rel=1e-10)
@@ -496,9 +496,9 @@ def test_parameter_agnostic_ringmaster_lmo_threshold_schedule():
         r.step()
     assert [r.R_k(k) for k in (0, 1, 3, 4, 8, 9, 99, 100)] == [1, 1, 1, 2, 2, 3, 9, 10]
     # accepted iff delay < R_k = max(1, floor(sqrt(k))) at the arrival's iteration k
-    for k, dl, u in zip(ks, r.delays, r.used):
+    for k, dl, u in zip(ks, r.delays, r.engine.log.used):
         assert bool(u) == (dl < max(1, math.isqrt(k)))
-    late = [(dl, u) for k, dl, u in zip(ks, r.delays, r.used) if k >= 100]
+    late = [(dl, u) for k, dl, u in zip(ks, r.delays, r.engine.log.used) if k >= 100]
     assert any(u and dl >= 1 for dl, u in late)  # the threshold has grown: stale gradients are used
     assert any(not u for dl, u in late)          # and the staler ones are still discarded
     with pytest.raises(Exception, match="threshold"):
