@@ -22,11 +22,10 @@ from optsim.experiment import ConfigError, parse_config, run_method
 from optsim.experiment.runner import validate_methods
 from optsim.meter import Meter
 from optsim.methods.base import build_method
-from optsim.methods.local import (Cyclic, gradskip_probabilities, gradskip_stepsize, local_strong_convexity,
-                                  sample_smoothness)
+from optsim.methods.local import gradskip_probabilities, gradskip_stepsize
 from optsim.problems import LogisticRegression, Quadratic
 from optsim.reproduce.local import hetero_quadratic, weighted_minimizer
-from optsim.sampling import SAMPLERS, make_sampler
+from optsim.sampling import SAMPLERS, Cyclic, make_sampler
 
 D, BITS = 10, 32
 
@@ -85,7 +84,7 @@ def _drive(problem, spec, rounds, seed=0, lyapunov_every=None):
 
 # ---- ProxSkip ---------------------------------------------------------------------------------------
 def test_proxskip_defaults_converge_and_charge_only_communicating_rounds(quad):
-    mu = float(local_strong_convexity(quad).min())
+    mu = float(quad.local_mu.min())
     t = _run(quad, {"name": "proxskip"}, 4000, tol=1e-10)
     assert t.meta["reached_tol"] and t.last("dist_sq") <= 1e-10
     assert t.meta["stepsize"] == pytest.approx(1 / quad.L_max)
@@ -134,7 +133,7 @@ def test_gradskip_with_q_one_and_gradskip_plus_identity_are_proxskip(quad):
 
 
 def _p(problem):
-    return math.sqrt(float(local_strong_convexity(problem).min()) / problem.L_max)
+    return math.sqrt(float(problem.local_mu.min()) / problem.L_max)
 
 
 def test_gradskip_theory_defaults_and_gradient_counts():
@@ -174,7 +173,7 @@ def test_proxskip_vr_converges_linearly_at_the_predicted_cost(estimator):
     pr = _logreg([20] * 5)
     t = _run(pr, {"name": "proxskip_vr", "estimator": estimator}, 20000, tol=1e-10, log_every=20)
     assert t.meta["reached_tol"]
-    assert t.meta["stepsize"] == pytest.approx(1 / (6 * sample_smoothness(pr)))
+    assert t.meta["stepsize"] == pytest.approx(1 / (6 * pr.L_sample_max))
     T = t.last("round")
     method = build_method({"name": "proxskip_vr", "estimator": estimator}, pr, Channel(Meter(pr.n), pr.d))
     per_iter = 2 / 20 + method.q if estimator == "lsvrg" else 1 / 20
@@ -251,7 +250,7 @@ def test_fedrr_neighbourhood_scales_like_gamma_squared():
     tails = {}
     for mult in (1.0, 0.5):
         t = _run(pr, {"name": "fedrr", "stepsize_mult": mult}, 400, log_every=2)
-        assert t.meta["stepsize"] == pytest.approx(mult / sample_smoothness(pr))
+        assert t.meta["stepsize"] == pytest.approx(mult / pr.L_sample_max)
         np.testing.assert_allclose(t["grad_evals"], t["round"])  # one epoch = one local pass per round
         tails[mult] = float(t["dist_sq"][100:].mean())
     assert 2.5 < tails[1.0] / tails[0.5] < 6.5

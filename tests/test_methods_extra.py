@@ -21,7 +21,6 @@ from optsim.meter import Meter
 from optsim.methods.base import build_method
 from optsim.methods.error_feedback import ef21_pp_stepsize, ef21_stepsize
 from optsim.methods.gd import sgd_expected_smoothness
-from optsim.methods.variance_reduced import expected_density
 from optsim.problems import LeastSquares, LogisticRegression, NonconvexLogisticRegression, Quadratic
 
 from _glm_data import D, M, N, heterogeneous_glm_data as _data  # noqa: E402
@@ -307,11 +306,11 @@ def test_ef21_p_matches_a_reference_loop(logreg):
 
 # ---- MARINA / PP-MARINA ------------------------------------------------------------------------------
 def test_expected_density_and_default_p(logreg):
-    assert expected_density(make_compressor({"name": "rand_k", "k": 3}, D)) == 3
-    assert expected_density(make_compressor(["natural", {"name": "rand_k", "k": 4}], D)) == 4
+    assert make_compressor({"name": "rand_k", "k": 3}, D).density == 3
+    assert make_compressor(["natural", {"name": "rand_k", "k": 4}], D).density == 4
     lazy = {"name": "bernoulli", "p": 0.5, "inner": {"name": "rand_k", "k": 2}}
-    assert expected_density(make_compressor(lazy, D)) == 1
-    assert expected_density(make_compressor("natural", D)) == D
+    assert make_compressor(lazy, D).density == 1
+    assert make_compressor("natural", D).density == D
     ch = Channel(Meter(N), D)
     m = build_method({"name": "marina", "compressor": {"name": "rand_k", "k": 2}}, logreg, ch)
     assert m.p == pytest.approx(2 / D)

@@ -19,7 +19,7 @@ from optsim.compress import make_compressor
 from optsim.experiment import parse_config, run_method
 from optsim.meter import Meter
 from optsim.methods import build_method
-from optsim.methods.newton import SymPacking, packed_dim
+from optsim.compress.matrix import SymPacking, packed_dim
 from optsim.methods.sampling_page import page_sampling_constant
 from optsim.problems import Quadratic
 from optsim.reproduce.newton_rr import a9a_like, heterogeneous_logreg, illconditioned_logreg

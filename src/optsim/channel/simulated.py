@@ -35,11 +35,15 @@ class Channel:
         #: 0: one run; R > 0: R replica-stacked runs (see the module docstring)
         self.replicas = int(replicas)
 
+    def float_bits_of(self, count: int | None = None) -> float:
+        """Bits of ``count`` uncompressed floats (default d: one model), e.g. for a link's timing."""
+        return float((self.d if count is None else count) * self.float_bits)
+
     def dense(self, X: torch.Tensor) -> Message:
         """``X`` (m, d) sent uncompressed: d floats per row. Rows of another length D (e.g. packed
         Hessians, a scalar) are passed as a 2-d ``X`` (m, D): D floats per row."""
         if X.ndim == 2 and X.shape[1] != self.d:
-            return Message(X, constant_bits(X.shape[0], X.shape[1] * self.float_bits))
+            return Message(X, torch.full((X.shape[0],), float(X.shape[1] * self.float_bits), dtype=torch.float64))
         X = X.reshape(self.replicas, -1, self.d) if self.replicas else X.reshape(-1, self.d)
         return Message(X, constant_bits(X.shape[-2], self.d * self.float_bits))
 

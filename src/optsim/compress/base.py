@@ -131,6 +131,23 @@ class Compressor:
         msgs = [self(Xr, g, clients) for Xr, g in zip(X, generators)]
         return torch.stack([m.values for m in msgs]), torch.stack([m.bits for m in msgs])
 
+    def mean_bits(self, rows: int, dtype=torch.float64, device="cpu") -> float:
+        """Mean bits per row of one message of ``rows`` zero rows drawn with a fixed generator: the
+        size of a message when its bits do not depend on the data."""
+        msg = self(torch.zeros(rows, self.d, dtype=dtype, device=device), torch.Generator().manual_seed(0))
+        return float(msg.bits.mean())
+
+    @property
+    def uncompressed_bits(self) -> float:
+        """Bits of one uncompressed row: d floats."""
+        return float(self.d * self.float_bits)
+
+    @property
+    def density(self) -> float:
+        """zeta, the expected number of coordinates a message carries (MARINA, Gorbunov et al. 2021,
+        Sec. 2): d for dense operators; sparsifiers and compositions override it."""
+        return float(self.d)
+
     def dense_bits(self, dim: int) -> float:
         """Bits to send a dense ``dim``-vector in this operator's value format (quantizers)."""
         raise TypeError(f"{self.name} cannot encode the values of another compressor's support")

@@ -150,6 +150,10 @@ class _Sparsifier(Compressor):
     def support(self) -> int:
         return self.k
 
+    @property
+    def density(self) -> float:
+        return float(self.support)
+
     def bits_with(self, values: Compressor) -> float:
         """Bits when the k kept values are themselves encoded by ``values``."""
         return self.support * index_bits(self.d) + values.dense_bits(self.support)
@@ -363,6 +367,11 @@ class Bernoulli(Compressor):
         return {"p": self.p, "inner": self.inner.describe(), "scaled": self.scaled}
 
     @property
+    def density(self) -> float:
+        """p zeta(inner): the inner message is sent with probability p."""
+        return self.p * self.inner.density
+
+    @property
     def omega(self):
         if not self.unbiased:
             return None
@@ -404,6 +413,10 @@ class Compose(Compressor):
 
     def params(self):
         return {"outer": self.outer.describe(), "inner": self.inner.describe()}
+
+    @property
+    def density(self) -> float:
+        return self.inner.density
 
     @property
     def omega(self):

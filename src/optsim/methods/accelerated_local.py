@@ -47,25 +47,16 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from ..compress import Message
-from ..compress.base import index_bits
 from ..problems import Problem
 from ..sampling import Independent, Nice
 from .base import Method, MethodParams, register_method
-from .local import local_strong_convexity
+from .local import mu_min_of
 
 __all__ = ["APDAInexact", "FiveGCS", "FiveGCSCC", "CompressedScaffnew", "TAMUNA", "pattern_mask",
            "primal_dual_parameters", "optimal_probabilities", "scaffnew_compressed_defaults", "inner_steps"]
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------
-def _mu_min(problem: Problem, who: str) -> float:
-    mu = float(local_strong_convexity(problem).min())
-    if mu <= 0:
-        raise ValueError(f"{who}: some client's f_i is not strongly convex (mu_i = 0); the method needs mu > 0")
-    return mu
-
-
 def primal_dual_parameters(mu: float, LF: torch.Tensor, q: torch.Tensor, n: int,
                            tau: float | None = None) -> tuple[float, torch.Tensor, float]:
     """(gamma, tau_i (n,), rate) of the primal--dual family (module docstring).
@@ -197,15 +188,6 @@ def pattern_mask(m: int, d: int, s: int, generator: torch.Generator) -> torch.Te
     return mask
 
 
-def _pattern_message(values: torch.Tensor, mask: torch.Tensor, float_bits: int) -> Message:
-    """The rows of ``values`` restricted to their pattern (others zero); bits per row: its owned
-    coordinates, each a float plus an index (the sparsifiers' rule, conservative: the pattern can
-    also be derived from shared randomness)."""
-    maskv = mask.to(values.device, values.dtype)
-    per = float(float_bits + index_bits(values.shape[1]))
-    return Message(values * maskv, mask.sum(1).to(torch.float64) * per)
-
-
 # ---- the primal--dual family (L1, L3, L6) --------------------------------------------------------------
 class PrimalDualParams(MethodParams):
     #: dual stepsize tau (all clients); default: coupled to the primal stepsize (module docstring)
@@ -227,7 +209,7 @@ class _PrimalDual(Method):
     # ---- constants ----
     @cached_property
     def mu(self) -> float:
-        mu_min = _mu_min(self.problem, self.name)
+        mu_min = mu_min_of(self.problem, self.name, "the method needs mu > 0")
         if self.params.mu is not None:
             if self.params.mu > mu_min * (1 + 1e-12):
                 raise ValueError(f"{self.name}: mu = {self.params.mu} exceeds the smallest local strong "
@@ -458,7 +440,7 @@ class _ScaffnewCompressed(Method):
 
     @cached_property
     def mu_min(self) -> float:
-        return _mu_min(self.problem, self.name)
+        return mu_min_of(self.problem, self.name, "the method needs mu > 0")
 
     def _m(self) -> int:
         """Clients taking part in a communication."""
@@ -498,10 +480,12 @@ class _ScaffnewCompressed(Method):
         device, the rows' corrections mask * (xbar - Xh))."""
         m = Xh.shape[0]
         mask = pattern_mask(m, self.d, self.s, self.ctx.generator("compressor"))
-        msg = _pattern_message(Xh, mask, self.channel.float_bits)
+        maskv = mask.to(Xh.device, Xh.dtype)
+        # each row's owned coordinates, with their indices (conservative: the pattern can also be
+        # derived from shared randomness)
+        msg = self.channel.sparse(Xh * maskv, mask.sum(1))
         w = torch.full((m,), 1.0 / self.s, dtype=Xh.dtype, device=Xh.device)
         xbar = self.channel.uplink(msg, clients=S, weights=w)
-        maskv = mask.to(Xh.device, Xh.dtype)
         return xbar, maskv, maskv * (xbar - Xh)
 
 
@@ -622,7 +606,7 @@ class TAMUNA(_ScaffnewCompressed):
                 break
         self.local_steps_done.append(steps)
         xbar, maskv, corr = self._exchange(Y, S)
-        back = _pattern_message(xbar.expand(m, self.d), maskv.bool().cpu(), self.channel.float_bits)
+        back = self.channel.sparse(xbar.expand(m, self.d) * maskv, maskv.bool().cpu().sum(1))
         self.channel.send_down(back, clients=S)  # each participant's owned coordinates of xbar
         self.H[rows] = H + (self.eta / self.gamma) * corr
         self.x = xbar

@@ -16,17 +16,17 @@ from pydantic import Field, PositiveInt
 
 from ..sampling import Independent, Nice
 from .base import Method, MethodParams, register_method
-from .variance_reduced import PAGE, expected_density
+from .variance_reduced import PAGE
 
 __all__ = ["DASHA", "DASHAPAGE", "DASHAMVR", "DASHAPP", "DASHAPPPAGE", "DASHAPPMVR", "VRMARINA", "dasha_stepsize",
-           "dasha_pp_stepsize", "dasha_pp_vr_stepsize", "mvr_momentum", "per_sample_smoothness", "gradient_variance"]
+           "dasha_pp_stepsize", "dasha_pp_vr_stepsize", "mvr_momentum", "per_sample_smoothness"]
 
 
 def per_sample_smoothness(problem) -> float:
     """sqrt(max_i (1/m_i) sum_j L_ij^2): bounds the per-sample mean-square smoothness constants of
     the DASHA and MARINA papers (L_max, L_sigma, L_+-), which are defined by the *variance* of
     per-sample gradient differences, from above."""
-    Ls = getattr(problem, "L_samples", None)
+    Ls = problem.L_samples
     if Ls is None:
         raise ValueError(f"{problem.name} has no per-sample smoothness constants (a finite-sum problem is needed)")
     m = problem.m.cpu().to(torch.float64)
@@ -40,25 +40,12 @@ def mean_sample_smoothness(problem) -> float:
     return math.sqrt(float((Ls.pow(2).sum(1) / m).mean()))
 
 
-def gradient_variance(problem, x: torch.Tensor) -> float:
-    """max_i (1/m_i) sum_j ||grad f_ij(x) - grad f_i(x)||^2 at x (uncounted; GLM problems), the
-    sigma^2 of a one-sample stochastic gradient at x. For the Quadratic problem: noise^2 d."""
-    if hasattr(problem, "noise") and not hasattr(problem, "L_samples"):
-        return float(problem.noise) ** 2 * problem.d
-    A, b, w = problem.A, problem.b, problem.w
-    X = x.to(problem.dtype).reshape(1, -1).expand(problem.n, problem.d)
-    z = torch.bmm(A, X.unsqueeze(-1)).squeeze(-1)
-    per = problem._dphi(z, b).unsqueeze(-1) * A  # (n, M, d), the regularizer cancels in the variance
-    mean = (w.unsqueeze(-1) * per).sum(1, keepdim=True)
-    return float((w * (per - mean).pow(2).sum(-1)).sum(1).max())
-
-
 def mvr_momentum(problem, omega: float, eps: float, batch_size: int) -> float:
     """DASHA-MVR's default momentum (Cor. 6.8 of arXiv 2202.01268, our reading):
     b = min(sqrt(t) / omega, t), t = n eps B / sigma^2, clipped to (0, 1]; sigma^2 is the one-sample
-    gradient variance at x = 0 (:func:`gradient_variance`)."""
+    gradient variance at x = 0 (``problem.sample_gradient_variance``)."""
     x0 = torch.zeros(problem.d, dtype=problem.dtype, device=problem.device)
-    s2 = max(gradient_variance(problem, x0), 1e-300)
+    s2 = max(problem.sample_gradient_variance(x0), 1e-300)
     t = problem.n * eps * batch_size / s2
     b = t if omega == 0 else min(math.sqrt(t) / omega, t)
     return float(min(1.0, max(b, 1e-12)))
@@ -245,7 +232,7 @@ class DASHAMVR(_DASHABase):
     (L_hat^2 + (1 - b)^2 L_sigma^2 / B) + 12 L_sigma^2 / (b n B)))^{-1}; E||grad f||^2 then reaches
     O(1/(gamma T)) plus a noise floor of order b sigma^2 / (n B) (smaller b, smaller floor). Default b
     from Corollary 6.8 for the target ``eps``, with sigma^2 the one-sample gradient variance at x^0
-    (:func:`gradient_variance`, an estimate of the corollary's uniform bound). L_sigma is bounded by
+    (``problem.sample_gradient_variance``, an estimate of the corollary's uniform bound). L_sigma is bounded by
     :func:`per_sample_smoothness`.
     """
 
@@ -666,7 +653,7 @@ class VRMARINA(PAGE):
             return float(self.params.p)
         bs = self.params.small_batch_size
         m = float(self.problem.m.to(torch.float64).mean())
-        return min(1.0, expected_density(self.compressor) / self.d, bs / (m + bs))
+        return min(1.0, self.compressor.density / self.d, bs / (m + bs))
 
     def theory_stepsize(self):
         pr, p, w, bs = self.problem, self.p, self.omega, self.params.small_batch_size

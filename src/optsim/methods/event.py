@@ -71,7 +71,7 @@ class EventMethod(TimedMethod):
         if timing.n != self.n:
             raise ValueError(f"{self.name}: the compute-time model has {timing.n} workers, the problem {self.n}")
         self.timing = timing
-        self.engine = JobEngine(timing, float(self.channel.d * self.channel.float_bits), self.models_per_job,
+        self.engine = JobEngine(timing, self.channel.float_bits_of(), self.models_per_job,
                                 numpy=self.problem.device.type == "cpu")
         return self.engine.queue
 

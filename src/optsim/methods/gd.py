@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 from pydantic import PositiveInt
 
-from ..problems.quadratic import Quadratic
 from ..sampling import Nice
 from .base import Method, MethodParams, register_method
 
@@ -48,10 +47,10 @@ def sgd_expected_smoothness(problem, batch_size: int, probs: torch.Tensor | None
     inclusion probabilities; neither: every client takes part.
     """
     n, b, L, L_max = problem.n, int(batch_size), problem.L, problem.L_max
-    if isinstance(problem, Quadratic):  # additive noise: g_i(x) - g_i(x*) = grad f_i(x) - grad f_i(x*)
+    if problem.additive_noise:  # g_i(x) - g_i(x*) = grad f_i(x) - grad f_i(x*)
         per_client = torch.zeros(n, dtype=torch.float64)
     else:
-        Ls = getattr(problem, "L_samples", None)
+        Ls = problem.L_samples
         if Ls is None:
             raise NotImplementedError(f"sgd: no per-sample smoothness constants for {problem.name}: set 'stepsize'")
         per_client = Ls.max(1).values  # max_j L_ij for each client

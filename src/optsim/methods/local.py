@@ -12,14 +12,12 @@ Two kinds of rounds live here, and the trace tells them apart by its columns ``c
   channel, so the meter does not count them as communication rounds. Their ``x`` (what the
   metrics evaluate) is the mean of the clients' local models, a diagnostic that is not sent.
 
-The module also defines the ``cyclic`` client sampler (regularized participation, L9) and
-registers it with :func:`optsim.sampling.register_sampler`, so configs can write
-``sampler: {name: cyclic, groups: R}``.
+Regularized (cyclic) participation (L9) is the ``cyclic`` client sampler of :mod:`optsim.sampling`.
 
-Constants used by the theory defaults: ``L_max`` (largest local smoothness), the smallest local
-strong convexity ``mu_min`` = min_i mu_i (:func:`local_strong_convexity`; the ProxSkip/GradSkip
-analyses assume every f_i is mu-strongly convex) and the largest per-sample smoothness
-``L_s`` = max_ij L_ij (:func:`sample_smoothness`) for methods that step on sampled data.
+Constants used by the theory defaults, all properties of the problem: ``L_max`` (largest local
+smoothness), the smallest local strong convexity ``mu_min`` = min_i mu_i (``problem.local_mu``;
+the ProxSkip/GradSkip analyses assume every f_i is mu-strongly convex) and the largest per-sample
+smoothness ``L_s`` = max_ij L_ij (``problem.L_sample_max``) for methods that step on sampled data.
 """
 from __future__ import annotations
 
@@ -30,107 +28,32 @@ from typing import Literal
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from ..problems import GLMProblem, LeastSquares, Problem, Quadratic, Reshuffler
-from ..sampling import ClientSampler, Independent, register_sampler
+from ..problems import Problem, Reshuffler
+from ..sampling import Independent
 from .base import Method, MethodParams, register_method
 
-__all__ = ["Cyclic", "FedAvg", "LocalSGD", "FedProx", "Scaffold", "FedNova", "FedRR", "FedShuffle",
+__all__ = ["FedAvg", "LocalSGD", "FedProx", "Scaffold", "FedNova", "FedRR", "FedShuffle",
            "FedShuffleMVR", "ProxSkip", "ProxSkipVR", "GradSkip", "GradSkipPlus",
-           "local_strong_convexity", "sample_smoothness", "gradskip_probabilities", "gradskip_stepsize"]
+           "gradskip_probabilities", "gradskip_stepsize", "mu_min_of"]
 
 #: local steps per round when neither ``local_steps`` nor ``local_epochs`` is given (a
 #: conventional choice: FedAvg's and Scaffold's theorems hold for any K)
 DEFAULT_LOCAL_STEPS = 10
 
 
-# ---- constants ------------------------------------------------------------------------------------
-def local_strong_convexity(problem: Problem) -> torch.Tensor:
-    """(n,) strong convexity constants mu_i of the clients' f_i (float64, CPU).
-
-    Quadratic: lambda_min(A_i); least squares: curvature * lambda_min(local Gram) + lambda;
-    l2-regularized logistic regression: lambda (the logistic part may be arbitrarily flat).
-    """
-    if isinstance(problem, Quadratic):
-        return torch.linalg.eigvalsh(problem.A.to(torch.float64))[:, 0].clamp_min(0).cpu()
-    if isinstance(problem, GLMProblem) and problem.regularizer == "l2":
-        mu = torch.full((problem.n,), problem.lam, dtype=torch.float64)
-        if isinstance(problem, LeastSquares):
-            mu = mu + problem.curvature * torch.linalg.eigvalsh(problem._gram())[:, 0].clamp_min(0).cpu()
-        return mu
-    raise ValueError(f"no local strong convexity constants for {problem.name}: set the stepsize and probabilities explicitly")
-
-
-def _mu_min(problem: Problem, who: str) -> float:
-    mu = float(local_strong_convexity(problem).min())
+def mu_min_of(problem: Problem, who: str, fix: str = "set p explicitly") -> float:
+    """min_i mu_i (``problem.local_mu``), refused (naming ``who`` and the ``fix``) when some f_i is not
+    strongly convex."""
+    mu = float(problem.local_mu.min())
     if mu <= 0:
-        raise ValueError(f"{who}: some client's f_i is not strongly convex (mu_i = 0); set p explicitly")
+        raise ValueError(f"{who}: some client's f_i is not strongly convex (mu_i = 0); {fix}")
     return mu
-
-
-def sample_smoothness(problem: Problem) -> float:
-    """L_s = max_ij L_ij, the largest smoothness constant of a single sample's function
-    f_ij = phi(a_ij^T x, b_ij) + r(x) (GLMs); for the Quadratic (additive-noise oracle) L_max."""
-    if isinstance(problem, GLMProblem):
-        A = problem.A.to(torch.float64)
-        sq = A.pow(2).sum(-1)[problem.w > 0]
-        return float(problem.curvature * sq.max()) + problem._reg_smoothness()
-    return problem.L_max
-
-
-def _has_sample_grads(problem: Problem) -> bool:
-    return type(problem)._sample_grads is not Problem._sample_grads
 
 
 def _draw(m: torch.Tensor, b: int, generator: torch.Generator) -> torch.Tensor:
     """(len(m), b) local sample indices, uniform with replacement in [0, m_i) (CPU)."""
     u = torch.rand(m.shape[0], b, generator=generator, dtype=torch.float64)
     return (u * m.to(torch.float64)[:, None]).long().clamp_max_(m[:, None] - 1)
-
-
-# ---- the cyclic (regularized participation) sampler -------------------------------------------------
-class Cyclic(ClientSampler):
-    """Regularized (cyclic) client participation: Malinovsky, Horváth, Burlachenko, Richtárik
-    (2023), "Federated learning with regularized client participation" (arXiv 2302.03662).
-
-    The n clients are split into R groups (sizes differing by at most one); every meta-epoch of
-    R rounds each group takes part exactly once, so every client participates exactly once per
-    meta-epoch. With ``reshuffle`` (default) the grouping and the order are a fresh random
-    permutation at the start of every meta-epoch; otherwise the first permutation is reused.
-    Marginal probability of participating in a round: 1/R (``probs``).
-    """
-
-    name = "cyclic"
-
-    def __init__(self, n: int, groups: int, reshuffle: bool = True):
-        super().__init__(n)
-        if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= n:
-            raise ValueError(f"cyclic sampling: groups must be an integer in [1, n = {n}], got {groups!r}")
-        self.groups, self.reshuffle = groups, bool(reshuffle)
-        self._order: list[torch.Tensor] | None = None
-        self._pos = 0
-
-    @property
-    def probs(self):
-        return torch.full((self.n,), 1.0 / self.groups, dtype=torch.float64)
-
-    @property
-    def is_full(self):
-        return self.groups == 1
-
-    def sample(self, generator):
-        if self._pos == 0 and (self._order is None or self.reshuffle):
-            perm = torch.randperm(self.n, generator=generator)
-            self._order = [g.sort().values for g in torch.tensor_split(perm, self.groups)]
-        S = self._order[self._pos]
-        self._pos = (self._pos + 1) % self.groups
-        return S
-
-    def describe(self):
-        return f"cyclic(R={self.groups})"
-
-
-register_sampler("cyclic", lambda n, groups, reshuffle=True: Cyclic(n, groups, reshuffle),
-                 required=("groups",), optional=("reshuffle",))
 
 
 # ---- FedAvg-type methods: a round of local steps ---------------------------------------------------
@@ -167,7 +90,7 @@ class LocalTraining(Method):
         if isinstance(steps, list) and len(steps) != self.n:
             raise ValueError(f"{self.name}: local_steps lists {len(steps)} values for {self.n} clients")
         if self.epochs:
-            if not _has_sample_grads(pr):
+            if not pr.has_sample_grads:
                 raise ValueError(f"{self.name}: local epochs need a finite-sum problem with per-sample gradients, "
                                  f"got {pr.name}")
             if prm.batch_size > int(pr.m.min()):
@@ -197,7 +120,7 @@ class LocalTraining(Method):
     def step_smoothness(self) -> float:
         """Smoothness of the functions a local step differentiates: L_max (full local gradients)
         or the per-sample L_s (sampled batches)."""
-        return self.problem.L_max if self.params.batch_size is None else max(sample_smoothness(self.problem),
+        return self.problem.L_max if self.params.batch_size is None else max(self.problem.L_sample_max,
                                                                              self.problem.L_max)
 
     # participants and aggregation
@@ -490,7 +413,7 @@ class FedRR(FedAvg):
     Params = FedRRParams
 
     def theory_stepsize(self):
-        return 1.0 / sample_smoothness(self.problem)
+        return 1.0 / self.problem.L_sample_max
 
 
 class FedShuffleParams(MethodParams):
@@ -618,7 +541,7 @@ class _Skip(Method):
 
     @cached_property
     def mu_min(self) -> float:
-        return _mu_min(self.problem, self.name)
+        return mu_min_of(self.problem, self.name)
 
     @property
     def p(self) -> float:
@@ -724,11 +647,11 @@ class ProxSkipVR(_Skip):
     state = ("x", "X", "H", "last_comm", "Y", "GY", "T", "Tbar", "_m", "_ar")
 
     def check(self):
-        if not _has_sample_grads(self.problem):
+        if not self.problem.has_sample_grads:
             raise ValueError(f"proxskip_vr needs a finite-sum problem with per-sample gradients, got {self.problem.name}")
 
     def theory_stepsize(self):
-        return 1.0 / (6.0 * sample_smoothness(self.problem))
+        return 1.0 / (6.0 * self.problem.L_sample_max)
 
     @property
     def q(self) -> float:

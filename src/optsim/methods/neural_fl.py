@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from ..compress import Message
 from ..optim import OPTIMIZERS
 from ..optim.lmo import LMOS, MATRIX_NORMS, apply_lmo
 from ..problems.neural import Layout
@@ -49,8 +48,7 @@ __all__ = ["layout_of", "layout_lmo", "optimizer_class", "BatchedOptimizer", "dr
 # ---- layout and LMOs -----------------------------------------------------------------------------------
 def layout_of(problem) -> Layout:
     """The problem's layout, or one vector block of length d."""
-    lay = getattr(problem, "layout", None)
-    return lay if lay is not None else Layout.vector(problem.d)
+    return problem.layout if problem.layout is not None else Layout.vector(problem.d)
 
 
 def layout_lmo(V: torch.Tensor, layout: Layout, matrix_norm: str = "spectral", vector_norm: str = "l2",
@@ -450,8 +448,7 @@ class DistOpt(Method):
             G, L = pr.sample_grads(X, idx), None
         g = self.channel.uplink(G).view(1, self.d)
         if L is not None:
-            bits = torch.full((self.n,), float(self.channel.float_bits), dtype=torch.float64)
-            L = self.channel.uplink(Message(L.reshape(-1, 1), bits)).reshape(1)
+            L = self.channel.uplink(self.channel.dense(L.reshape(-1, 1))).reshape(1)
         return g, L
 
     def step(self):
@@ -551,10 +548,9 @@ class CompressedGluon(Method):
     def p(self) -> float:
         if self.params.p is not None:
             return float(self.params.p)
-        dense = self.d * self.channel.float_bits
-        probe = self.compressor(torch.zeros(self.n, self.d, dtype=self.problem.dtype, device=self.problem.device),
-                                torch.Generator().manual_seed(0))
-        return float(min(1.0, max(float(probe.bits.mean()) / dense, 1e-6)))
+        c = self.compressor
+        ratio = c.mean_bits(self.n, self.problem.dtype, self.problem.device) / c.uncompressed_bits
+        return float(min(1.0, max(ratio, 1e-6)))
 
     def theory_stepsize(self):
         raise NotImplementedError(f"{self.name}: the paper's radius needs layer-wise (L0, L1) constants: set 'stepsize'")

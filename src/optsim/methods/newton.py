@@ -19,8 +19,8 @@ entries times sqrt(2) (:class:`SymPacking`). The Frobenius norm of a symmetric m
 Euclidean norm of its packed vector, so every compressor of ``optsim.compress`` applied to the
 packed rows (m, D) keeps its constants *in the Frobenius norm* the papers use: top-k is
 contractive with alpha = k / D, rand-k unbiased with omega = D / k - 1, and the decoded matrix
-is symmetric. Two matrix compressors are added here: :class:`RankR` (FedNL's Rank-R, via a
-batched symmetric eigendecomposition) and :class:`Threshold` (Newton-3PC's adaptive
+is symmetric. Two matrix compressors live in :mod:`optsim.compress.matrix`: ``rank_r`` (FedNL's
+Rank-R, via a batched symmetric eigendecomposition) and ``threshold`` (Newton-3PC's adaptive
 thresholding). A dense Hessian message costs D floats (FedNL's count, d (d + 1) / 2 floats).
 The method's ``compressor`` is built for dimension D (:meth:`Newton3PC.component_dim`).
 
@@ -47,121 +47,18 @@ be re-read (the arXiv text was not accessible here), so none is quoted.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from ..compress import Compressor, Message, register_compressor
-from ..compress.base import index_bits
+from ..compress import Message
+from ..compress.matrix import SymPacking, packed_dim
 from ..sampling import Nice
 from .base import Method, MethodParams, register_method
 from .three_pc import make_three_pc
 
-__all__ = ["SymPacking", "packed_dim", "matrix_dim", "RankR", "Threshold", "MECHANISMS",
-           "FedNL", "Newton3PC", "Newton3PCBC", "Newton3PCPP"]
-
-SQRT2 = math.sqrt(2.0)
-
-
-def packed_dim(d: int) -> int:
-    """Number of packed entries of a symmetric d x d matrix."""
-    return d * (d + 1) // 2
-
-
-def matrix_dim(D: int) -> int:
-    """The d with d (d + 1) / 2 = D; ValueError if D is not such a number."""
-    d = (math.isqrt(8 * D + 1) - 1) // 2
-    if packed_dim(d) != D:
-        raise ValueError(f"{D} is not the packed size d(d+1)/2 of a symmetric matrix")
-    return d
-
-
-class SymPacking:
-    """Isometric packing of symmetric (m, d, d) matrices into (m, D) rows and back:
-    diagonal entries unchanged, off-diagonal (upper triangle) entries times sqrt(2), so that
-    ||pack(H)||_2 = ||H||_F."""
-
-    def __init__(self, d: int, dtype=torch.float64, device="cpu"):
-        self.d, self.D = int(d), packed_dim(d)
-        self.r, self.c = torch.triu_indices(self.d, self.d, device=device)
-        self.upper, self.lower = self.r * self.d + self.c, self.c * self.d + self.r  # flat positions
-        self.scale = torch.where(self.r == self.c, 1.0, SQRT2).to(dtype=dtype, device=device)
-
-    def pack(self, H: torch.Tensor) -> torch.Tensor:
-        return H.reshape(H.shape[0], self.d * self.d).index_select(1, self.upper) * self.scale
-
-    def unpack(self, V: torch.Tensor) -> torch.Tensor:
-        vals = V / self.scale
-        H = torch.zeros(V.shape[0], self.d * self.d, dtype=V.dtype, device=V.device)
-        H.index_copy_(1, self.lower, vals)
-        H.index_copy_(1, self.upper, vals)
-        return H.view(V.shape[0], self.d, self.d)
-
-
-@register_compressor
-class RankR(Compressor):
-    """Rank-R compression of symmetric matrices (FedNL, Safaryan et al. 2021, Sec. 3 examples):
-    the best rank-r approximation, i.e. the r eigenpairs of largest |eigenvalue| (for a symmetric
-    matrix these are its top singular triplets). Input rows are packed symmetric matrices
-    (:class:`SymPacking`, dimension D = d (d + 1) / 2). Contractive in the Frobenius norm with
-    alpha = r / d. Bits: r (d + 1) floats (r eigenvectors and r eigenvalues)."""
-
-    name = "rank_r"
-
-    def __init__(self, d, n=1, float_bits=32, *, r: int):
-        super().__init__(d, n, float_bits)
-        self.m = matrix_dim(self.d)
-        if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= self.m:
-            raise ValueError(f"rank_r: r must be an integer in [1, {self.m}] (the matrix size), got {r!r}")
-        self.r = r
-
-    def params(self):
-        return {"r": self.r}
-
-    @property
-    def alpha(self):
-        return self.r / self.m
-
-    def compress(self, X, generator, clients):
-        pk = SymPacking(self.m, X.dtype, X.device)
-        evals, evecs = torch.linalg.eigh(pk.unpack(X))
-        top = evals.abs().topk(self.r, dim=1).indices                       # (m, r)
-        lam = evals.gather(1, top)
-        V = evecs.gather(2, top[:, None, :].expand(-1, self.m, -1))         # (m, d, r)
-        return pk.pack((V * lam[:, None, :]) @ V.transpose(1, 2)), self.r * (self.m + 1) * self.float_bits
-
-
-@register_compressor
-class Threshold(Compressor):
-    """Adaptive thresholding (Newton-3PC, Islamov et al. 2022): keep the entries with
-    |x_j| >= lam ||x||_inf, zero the others. Biased and contractive with
-    alpha = max(1 - (D - 1) lam^2, 1 / D): the largest entry is always kept, and each of the at
-    most D - 1 dropped entries is below lam ||x||_inf <= lam ||x||_2. Bits: (number kept) *
-    (b + ceil(log2 D)) per row, so they vary from row to row and round to round."""
-
-    name = "threshold"
-
-    def __init__(self, d, n=1, float_bits=32, *, lam: float):
-        super().__init__(d, n, float_bits)
-        if not 0 < float(lam) <= 1:
-            raise ValueError(f"threshold: lam must be in (0, 1], got {lam!r}")
-        self.lam = float(lam)
-
-    def params(self):
-        return {"lam": self.lam}
-
-    @property
-    def alpha(self):
-        return max(1.0 - (self.d - 1) * self.lam ** 2, 1.0 / self.d)
-
-    def compress(self, X, generator, clients):
-        keep = X.abs() >= self.lam * X.abs().amax(dim=1, keepdim=True)
-        keep &= X != 0
-        kept = keep.sum(1).to(torch.float64).cpu()
-        return torch.where(keep, X, torch.zeros_like(X)), kept * (self.float_bits + index_bits(self.d))
-
+__all__ = ["MECHANISMS", "FedNL", "Newton3PC", "Newton3PCBC", "Newton3PCPP"]
 
 #: mechanisms of the Hessian update: the 3PC module's ef21 / lag / clag, and Bernoulli aggregation here
 MECHANISMS = ("ef21", "lag", "clag", "bag", "cbag")
@@ -244,9 +141,6 @@ class Newton3PC(Method):
         return 1.0 if c is None or c.alpha is not None or c.omega is None else 1.0 / (c.omega + 1.0)
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _dense(self, V: torch.Tensor) -> Message:
-        return Message(V, torch.full((V.shape[0],), float(V.shape[1] * self.channel.float_bits), dtype=torch.float64))
-
     def _weights(self, m: int) -> torch.Tensor:
         return torch.full((m,), 1.0 / self.n, dtype=self.problem.dtype, device=self.problem.device)
 
@@ -284,7 +178,7 @@ class Newton3PC(Method):
                 X = self._hessians(x, rows)
                 Xs = X[send]
             diff = Xs - self.H_i[senders]
-            msg = self._dense(diff) if pr.mechanism == "bag" else self.compress(diff, senders)
+            msg = self.channel.dense(diff) if pr.mechanism == "bag" else self.compress(diff, senders)
             a = 1.0 if pr.mechanism == "bag" else self.hessian_stepsize
         else:
             X = self._hessians(x, rows)
@@ -312,7 +206,7 @@ class Newton3PC(Method):
         delta = (new - self.l_i[idx])[:, None]
         self.l_i[idx] = new
         w = None if cl is None else self._weights(rows.shape[0])
-        self.l = self.l + self.channel.uplink(self._dense(delta), clients=cl, weights=w)[0]
+        self.l = self.l + self.channel.uplink(self.channel.dense(delta), clients=cl, weights=w)[0]
 
     # ---- the method ----------------------------------------------------------------------------
     def _init_hessian_state(self, X0: torch.Tensor | None) -> None:
@@ -321,7 +215,7 @@ class Newton3PC(Method):
         pr, dev = self.params, self.problem.device
         if pr.init == "hessian":
             self.H_i = X0.clone()
-            self.H = self.channel.uplink(self._dense(X0))
+            self.H = self.channel.uplink(self.channel.dense(X0))
         else:
             self.H_i = torch.zeros(self.n, self.pack.D, dtype=self.problem.dtype, device=dev)
             self.H = self.H_i.mean(0)

@@ -24,9 +24,9 @@ from functools import cached_property
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from ..problems import Problem, Quadratic
+from ..problems import Problem
 from .base import Method, MethodParams, register_method
-from .local import LocalParams, LocalTraining, local_strong_convexity
+from .local import LocalParams, LocalTraining
 
 __all__ = ["L2GD", "FOMAML", "FOMuML", "ClipLocalGD", "personalized_solution", "personalized_loss",
            "moreau_prox", "moreau_solution", "moreau_loss", "clip_rows"]
@@ -51,8 +51,8 @@ def personalized_solution(problem: Problem, lam: float, tol: float = 1e-12, max_
     (I - lam mean_i (A_i + lam I)^{-1}) xbar = mean_i (A_i + lam I)^{-1} b_i. Otherwise gradient
     descent on F with stepsize n / (L_max + lam) (F is (L_max + lam)/n-smooth) to ||n grad F|| <= tol.
     """
-    if isinstance(problem, Quadratic):
-        A, b = problem.A.to(torch.float64), problem.b.to(torch.float64)
+    if problem.quadratic_data is not None:
+        A, b = (t.to(torch.float64) for t in problem.quadratic_data)
         eye = torch.eye(problem.d, dtype=torch.float64, device=A.device)
         Minv = torch.linalg.inv(A + lam * eye)
         rhs = torch.einsum("nij,nj->i", Minv, b) / problem.n
@@ -138,7 +138,7 @@ class L2GD(Method):
     @property
     def rate(self) -> float:
         """Predicted contraction 1 - alpha mu / n per iteration (mu = min_i mu_i)."""
-        mu = float(local_strong_convexity(self.problem).min())
+        mu = float(self.problem.local_mu.min())
         return 1.0 - self.gamma * mu / self.n
 
     def init(self, x0):
@@ -187,8 +187,8 @@ def moreau_solution(problem: Problem, alpha: float, tol: float = 1e-13, max_iter
     """The minimizer of the Moreau objective (not counted). Quadratics in closed form:
     grad F_i(x) = A_i (I + alpha A_i)^{-1} x - (I + alpha A_i)^{-1} b_i. Otherwise gradient descent with
     exact prox gradients grad F_i(x) = (x - prox_{alpha f_i}(x)) / alpha and stepsize (1 + alpha L)/L."""
-    if isinstance(problem, Quadratic):
-        A, b = problem.A.to(torch.float64), problem.b.to(torch.float64)
+    if problem.quadratic_data is not None:
+        A, b = (t.to(torch.float64) for t in problem.quadratic_data)
         eye = torch.eye(problem.d, dtype=torch.float64, device=A.device)
         Minv = torch.linalg.inv(eye + alpha * A)
         M = torch.einsum("nij,njk->nik", A, Minv).mean(0)
@@ -370,12 +370,12 @@ class ClipLocalGD(LocalTraining):
     @cached_property
     def L0_L1(self) -> tuple[float, float]:
         """(L0, L1) used by the defaults."""
-        pr = self.problem
-        if hasattr(pr, "L0_i") and hasattr(pr, "L1"):
-            L0 = max(float(pr.L0), float(pr.L0_i.max()))
+        c = self.problem.L0_L1
+        if c is not None:
+            L0 = max(float(c["L0"]), float(c["L0_i"].max()))
             if self.params.batch_size is not None:
-                L0 = max(L0, float(pr.L0_samples))
-            return L0, float(pr.L1)
+                L0 = max(L0, float(c["L0_samples"]))
+            return L0, float(c["L1"])
         return float(self.step_smoothness), 0.0
 
     @property
@@ -393,14 +393,7 @@ class ClipLocalGD(LocalTraining):
         X = x.expand(m, self.d)
         g = self.channel.uplink(self.problem.grads(X, S), clients=S, weights=self.weights(S))
         h = min(1.0, self.clip / max(float(g.norm()), 1e-300))
-        h = float(self.channel.broadcast(_scalar_message(h, self.channel.float_bits, x), clients=S)[0])
+        h = float(self.channel.broadcast(self.channel.dense(x.new_tensor([[h]])), clients=S)[0])
         Y = self._run_local(X.clone(), S, self.gamma * h)
         delta = self.channel.uplink(Y - x, clients=S, weights=self.weights(S))
         self.x = self.x + self.params.server_stepsize * delta
-
-
-def _scalar_message(value: float, float_bits: int, like: torch.Tensor):
-    from ..compress import Message
-
-    return Message(torch.tensor([[value]], dtype=like.dtype, device=like.device),
-                   torch.tensor([float(float_bits)], dtype=torch.float64))

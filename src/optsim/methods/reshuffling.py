@@ -38,7 +38,7 @@ __all__ = ["QRR", "QSGD", "DIANARR", "DIANASGD", "QNASTYA", "DIANANASTYA", "FedC
 
 
 def _needs_samples(method: Method) -> None:
-    if getattr(method.problem, "L_samples", None) is None:
+    if method.problem.L_samples is None:
         raise ValueError(f"{method.name} needs a finite-sum problem with per-sample gradients "
                          f"(logreg, least_squares), got {method.problem.name}")
 

@@ -116,7 +116,7 @@ class PAGEAS(Method):
     state = ("x", "g", "last_full", "_inv_np", "_pad", "_q")
 
     def check(self):
-        if getattr(self.problem, "L_samples", None) is None:
+        if self.problem.L_samples is None:
             raise ValueError(f"page_as needs a finite-sum problem with per-sample gradients, got {self.problem.name}")
         b, m_min = self.params.batch_size, int(self.problem.m.min())
         if self.params.data_sampling == "nice" and b > m_min:

@@ -12,24 +12,10 @@ import math
 import torch
 from pydantic import Field, PositiveInt
 
-from ..compress import Compressor
-from ..problems import Problem
 from ..sampling import Nice
 from .base import Method, MethodParams, register_method
 
-__all__ = ["MARINA", "PAGE", "expected_density"]
-
-
-def expected_density(c: Compressor) -> float:
-    """zeta_Q, the expected number of coordinates a compressed message carries (MARINA, Sec. 2):
-    k for sparsifiers, the inner sparsifier's k for compositions, p zeta(inner) for the lazy
-    Bernoulli compressor, d for dense quantizers and the identity."""
-    if hasattr(c, "inner") and hasattr(c, "outer"):
-        return expected_density(c.inner)
-    if c.name == "bernoulli":
-        return c.p * expected_density(c.inner)
-    support = getattr(c, "support", None)
-    return float(support) if support is not None else float(c.d)
+__all__ = ["MARINA", "PAGE"]
 
 
 class MARINAParams(MethodParams):
@@ -55,7 +41,7 @@ class MARINA(Method):
     gamma = 1 / (L_tilde (1 + sqrt((1 - p) omega / (p n)))); Thm. 2.2 (PL, used when mu is known)
     gamma = min(1 / (L_tilde (1 + sqrt(2 (1 - p) omega / (p n)))), p / (2 mu)) -- the PL form is
     from our reading of the paper and not re-verified; it is never larger than Thm. 2.1's.
-    Default p = zeta_Q / d (Corollary 2.1), zeta_Q = :func:`expected_density` (k/d for rand_k).
+    Default p = zeta_Q / d (Corollary 2.1), zeta_Q = the compressor's ``density`` (k for rand_k).
 
     Partial participation (PP-MARINA, Algorithm 4) with a ``nice`` sampler of r = tau clients: a
     full round still involves all n clients; otherwise only the r sampled clients send
@@ -92,7 +78,7 @@ class MARINA(Method):
     def p(self) -> float:
         if self.params.p is not None:
             return float(self.params.p)
-        return min(1.0, expected_density(self.compressor) * self.r / (self.d * self.n))
+        return min(1.0, self.compressor.density * self.r / (self.d * self.n))
 
     def theory_stepsize(self):
         pr, p, w = self.problem, self.p, self.omega
@@ -171,7 +157,7 @@ class PAGE(Method):
     state = ("x", "g", "last_full")
 
     def check(self):
-        if type(self.problem)._sample_grads is Problem._sample_grads:
+        if not self.problem.has_sample_grads:
             raise ValueError(f"page needs a finite-sum problem with per-sample gradients, got {self.problem.name}")
 
     @property
@@ -195,7 +181,7 @@ class PAGE(Method):
 
     def theory_stepsize(self):
         pr, p, bs = self.problem, self.p, self.small_batch
-        if getattr(pr, "L_samples", None) is None:
+        if pr.L_samples is None:
             raise NotImplementedError(f"page: no per-sample smoothness constants for {pr.name}: set 'stepsize'")
         Lc = math.sqrt(float((pr.L_samples.pow(2).sum(1) / pr.m.cpu().to(torch.float64)).mean()))
         var = (1 - p) / (p * self.n * bs)

@@ -344,8 +344,9 @@ class Problem:
         raise ValueError(f"{self.name} has no per-sample gradient variance (a finite-sum problem is needed)")
 
     @property
-    def L0_L1(self) -> tuple[torch.Tensor, float] | None:
-        """((n,) L0_i, L1) of (L0, L1)-smooth f_i (||grad^2 f_i(x)|| <= L0_i + L1 ||grad f_i(x)||), when known."""
+    def L0_L1(self) -> dict | None:
+        """(L0, L1)-smoothness constants (||grad^2 f(x)|| <= L0 + L1 ||grad f(x)||), when known:
+        ``{"L0": of f, "L0_i": (n,) of the f_i, "L0_samples": of one sample's function, "L1": L1}``."""
         return None
 
     @property

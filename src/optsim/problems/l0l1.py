@@ -120,6 +120,10 @@ class CoshProblem(Problem):
     L1 = 1.0
 
     @property
+    def L0_L1(self) -> dict:
+        return {"L0": self.L0, "L0_i": self.L0_i, "L0_samples": self.L0_samples, "L1": self.L1}
+
+    @property
     def gradient_flops(self):
         return 4.0 * self.n * float(self.m.max()) * self.d
 

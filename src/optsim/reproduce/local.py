@@ -205,12 +205,11 @@ def fedshuffle(out: Path, fast: bool) -> Outcome:
     b = 4
     probe = parse_config(fedshuffle_config("probe", ["gd"], 1))
     pr = build_problem(probe)
-    from ..methods.local import sample_smoothness
 
     tau = (pr.m.cpu() // b).to(torch.float64)
     # the same local stepsize for all three methods: a round's total local stepsize 0.5 / L_max (per step
     # well below 1 / L_s, so every local step is stable)
-    eta = min(0.5 / (pr.L_max * float(tau.max())), 0.5 / sample_smoothness(pr))
+    eta = min(0.5 / (pr.L_max * float(tau.max())), 0.5 / pr.L_sample_max)
     common = {"local_epochs": 1, "batch_size": b, "stepsize": eta}
     methods = [{"name": "fedavg", **common, "label": "FedAvg"},
                {"name": "fednova", **common, "label": "FedNova"},

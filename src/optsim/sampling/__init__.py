@@ -7,7 +7,9 @@ so a method can reweight for unbiasedness (e.g. sum_{i in S} g_i / (n p_i)).
 * ``nice``: tau clients uniformly without replacement (p_i = tau / n);
 * ``independent``: client i independently with probability p_i (one value or a list);
 * ``importance``: independent sampling with p_i proportional to L_i, capped at 1, summing to tau
-  (the expected number of clients).
+  (the expected number of clients);
+* ``cyclic``: regularized participation, the clients split into R groups that take part in turn
+  (p_i = 1 / R).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["ClientSampler", "Full", "Nice", "Independent", "SAMPLERS", "make_sampler", "capped_proportional",
+__all__ = ["ClientSampler", "Full", "Nice", "Independent", "Cyclic", "SAMPLERS", "make_sampler", "capped_proportional",
            "register_sampler"]
 
 
@@ -110,6 +112,48 @@ class Independent(ClientSampler):
         return f"{self.name}(E|S|={float(self._p.sum()):.3g})"
 
 
+class Cyclic(ClientSampler):
+    """Regularized (cyclic) client participation: Malinovsky, Horváth, Burlachenko, Richtárik
+    (2023), "Federated learning with regularized client participation" (arXiv 2302.03662).
+
+    The n clients are split into R groups (sizes differing by at most one); every meta-epoch of
+    R rounds each group takes part exactly once, so every client participates exactly once per
+    meta-epoch. With ``reshuffle`` (default) the grouping and the order are a fresh random
+    permutation at the start of every meta-epoch; otherwise the first permutation is reused.
+    Marginal probability of participating in a round: 1/R (``probs``). The sampler keeps state
+    between rounds (the meta-epoch's groups and the position in it).
+    """
+
+    name = "cyclic"
+
+    def __init__(self, n: int, groups: int, reshuffle: bool = True):
+        super().__init__(n)
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= n:
+            raise ValueError(f"cyclic sampling: groups must be an integer in [1, n = {n}], got {groups!r}")
+        self.groups, self.reshuffle = groups, bool(reshuffle)
+        self._order: list[torch.Tensor] | None = None
+        self._pos = 0
+
+    @property
+    def probs(self):
+        return torch.full((self.n,), 1.0 / self.groups, dtype=torch.float64)
+
+    @property
+    def is_full(self):
+        return self.groups == 1
+
+    def sample(self, generator):
+        if self._pos == 0 and (self._order is None or self.reshuffle):
+            perm = torch.randperm(self.n, generator=generator)
+            self._order = [g.sort().values for g in torch.tensor_split(perm, self.groups)]
+        S = self._order[self._pos]
+        self._pos = (self._pos + 1) % self.groups
+        return S
+
+    def describe(self):
+        return f"cyclic(R={self.groups})"
+
+
 def capped_proportional(weights: torch.Tensor, total: float) -> torch.Tensor:
     """Probabilities p_i = min(1, c w_i) with sum_i p_i = total (water-filling on the cap)."""
     w = torch.as_tensor(weights, dtype=torch.float64)
@@ -170,7 +214,7 @@ def make_sampler(spec: Any, n: int, L_i: torch.Tensor | None = None) -> ClientSa
 
 SAMPLERS = ["full", "nice", "independent", "importance"]
 
-#: samplers defined outside this module (e.g. ``cyclic`` in methods/local.py), by name:
+#: samplers registered with :func:`register_sampler` (``cyclic`` below, or a user's own), by name:
 #: (factory(n, **params), required parameter names, optional parameter names)
 REGISTERED: dict[str, tuple[Callable[..., ClientSampler], tuple[str, ...], tuple[str, ...]]] = {}
 
@@ -180,3 +224,7 @@ def register_sampler(name: str, factory: Callable[..., ClientSampler], required=
     REGISTERED[name] = (factory, tuple(required), tuple(optional))
     if name not in SAMPLERS:
         SAMPLERS.append(name)
+
+
+register_sampler("cyclic", lambda n, groups, reshuffle=True: Cyclic(n, groups, reshuffle),
+                 required=("groups",), optional=("reshuffle",))

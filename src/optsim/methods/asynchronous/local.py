@@ -114,7 +114,7 @@ class LoscarSGD(TimedMethod):
             self.attach_timing(Timing(FixedTimes(np.ones(self.n))))
         tau = np.asarray(self.timing.mean, dtype=np.float64)
         K = self.d if self.params.k is None else int(self.params.k)
-        bits = K * self.channel.float_bits
+        bits = self.channel.float_bits_of(K)
         comm = self.timing.link_time(bits, bits)
         window = self.params.local_steps * float(tau.min())
         N = np.maximum(1, np.floor(window / tau + 1e-9)).astype(int)

@@ -59,7 +59,7 @@ class RingleaderASGD(EventMethod):
             return float(self.params.B)
         if self.timing is None:
             return 1.0
-        b = self.channel.d * self.channel.float_bits
+        b = self.channel.float_bits_of()
         tau = np.asarray(self.timing.mean, dtype=np.float64) + self.timing.link_time(b, b)
         return max(1.0, float(tau.max()) / (2.0 * float(tau.mean())))
 
