@@ -24,7 +24,7 @@ from optsim.meter import Meter
 from optsim.methods.base import build_method
 from optsim.methods.dasha import participation
 from optsim.methods.shifted import efbv_parameters, efbv_stepsize, eta_omega, omega_average
-from optsim.methods.three_pc import ThreePCState, make_three_pc, three_pc_stepsize
+from optsim.mechanisms import Feedback, make_three_pc, three_pc_stepsize
 from optsim.problems import LogisticRegression, NonconvexLogisticRegression, Quadratic
 from optsim.sampling import Independent, Nice
 
@@ -189,10 +189,10 @@ def test_rand_diana_bits(logreg):
     meter.close_round()
     refreshed = 0
     for _ in range(30):
-        H_before = m.H.clone()
+        H_before = m.shifts.H.clone()
         m.step()
         usage = meter.close_round()
-        fresh = (m.H != H_before).any(1)
+        fresh = (m.shifts.H != H_before).any(1)
         refreshed += int(fresh.sum())
         expected = 2 * (32 + IDX) + fresh.to(torch.float64) * 32 * D
         assert torch.equal(usage.bits_up, expected)
@@ -256,16 +256,22 @@ def test_lag_converges_with_fewer_messages_than_gd(logreg):
     assert lag.meta["stepsize"] == pytest.approx(1 / (logreg.L + logreg.L_tilde * math.sqrt(2 * 4.0)))
 
 
-def test_three_pc_state_on_client_subsets():
+def test_feedback_on_client_subsets():
+    """Only the sending clients' estimates and previous inputs change; the server adds their changes
+    with the given weight."""
     mech = make_three_pc("clag", make_compressor(TOPK, D), 0.5)
     g = torch.Generator().manual_seed(3)
     H0 = torch.randn(N, D, generator=g, dtype=torch.float64)
-    st = ThreePCState(mech, H0)
+    ch = Channel(Meter(N), D)
+    fb = Feedback(mech)
+    h0 = fb.start(ch.dense(H0), ch).clone()
     X = torch.randn(2, D, generator=g, dtype=torch.float64)
-    msg = st.update(X, g, clients=[1, 3])
-    assert torch.equal(st.H[[0, 2, 4]], H0[[0, 2, 4]])
-    assert torch.equal(st.H[[1, 3]], H0[[1, 3]] + msg.values)
-    assert torch.equal(st.Y[[1, 3]], X)
+    S = torch.tensor([1, 3])
+    h = fb.send(X, ch, generator=g, clients=S, weights=1.0 / N)
+    assert torch.equal(fb.H[[0, 2, 4]], H0[[0, 2, 4]])
+    assert torch.equal(fb.Y[[1, 3]], X) and torch.equal(fb.Y[[0, 2, 4]], H0[[0, 2, 4]])
+    torch.testing.assert_close(h, h0 + (fb.H[S] - H0[S]).sum(0) / N, rtol=0, atol=1e-15)
+    torch.testing.assert_close(h, fb.H.mean(0), rtol=0, atol=1e-15)
     assert three_pc_stepsize(mech, 1.0, 1.0) > 0
 
 

@@ -387,7 +387,7 @@ def test_cgluon_marina_bits_and_ef21_invariant(small_nn64):
                               "stepsize": 0.02, "batch_size": 5})
     for _ in range(10):
         e.step()
-    torch.testing.assert_close(e.g, e.h.mean(0), atol=1e-12, rtol=0)  # the server holds the mean of the shifts
+    torch.testing.assert_close(e.comm.g, e.comm.H.mean(0), atol=1e-12, rtol=0)  # the server holds the mean of the shifts
     with pytest.raises(ValueError, match="unbiased"):
         _make(small_nn64, {"name": "cgluon", "compressor": {"name": "top_k", "k": k}, "feedback": "marina",
                            "stepsize": 0.1})

@@ -1,27 +1,15 @@
-"""Compressed gradient methods with unbiased compressors: DCGD and DIANA."""
+"""Compressed gradient methods with unbiased compressors: DCGD and DIANA (learned shifts,
+:class:`optsim.mechanisms.Shifts`)."""
 from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import Field
 
+from ..mechanisms import Shifts
 from .base import Method, MethodParams, register_method
 
-__all__ = ["DCGD", "DIANA", "shifted_estimate"]
-
-
-def shifted_estimate(method: Method, G, lam: float, nu: float = 1.0):
-    """One round of learned-shift compression (DIANA; EF-BV's general form): each client sends
-    Delta_i = C(G_i - h_i), the server forms g = h + nu (1/n) sum_i Delta_i, and the shifts move by
-    lam: h_i += lam Delta_i, h += lam (1/n) sum_i Delta_i. ``method`` holds the client shifts ``H``
-    (n, d) and their mean ``h``; returns g."""
-    msg = method.compress(G - method.H)
-    delta = method.channel.uplink(msg)
-    g = torch.add(method.h, delta, alpha=nu)
-    method.H.add_(msg.values, alpha=lam)
-    method.h = torch.add(method.h, delta, alpha=lam)
-    return g
+__all__ = ["DCGD", "DIANA"]
 
 
 @register_method
@@ -80,7 +68,7 @@ class DIANA(Method):
     uses = ("compressor",)
     Params = DIANAParams
     replica_batched = True
-    state = ("x", "H", "h")
+    state = ("x", "shifts")
 
     def theory_stepsize(self):
         p, w = self.problem, self.omega
@@ -95,9 +83,10 @@ class DIANA(Method):
 
     def init(self, x0):
         self.x = x0
-        self.H = self.zeros_clients(x0)
-        self.h = self.H.mean(-2)
+        self.shifts = Shifts()
+        self.shifts.zero(self.zeros_clients(x0))
 
     def step(self):
-        g = shifted_estimate(self, self.problem.grads(self.at_clients(self.x)), self.shift_stepsize)
+        G = self.problem.grads(self.at_clients(self.x))
+        g = self.shifts.estimate(G, self.compress, self.channel, self.shift_stepsize)
         self.x = self.channel.broadcast(self.x - self.gamma * g)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
+from ..estimators import mvr, mvr_increment, paired_minibatch, sarah
 from ..sampling import Independent, Nice
 from .base import Method, MethodParams, register_method
 from .variance_reduced import PAGE
@@ -102,18 +103,9 @@ class _DASHABase(Method):
         self.H = H_new
         self.g = self.g + self.channel.uplink(msg)
 
-    # helpers for the stochastic estimators
-    def _sample_idx(self, batch: int) -> torch.Tensor:
-        return self.problem.sample_indices(batch, self.ctx.generator("noise"))
-
     def _pair(self, x_new, x_old, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Minibatch gradients of the same ``batch`` samples per client at x_new and x_old."""
-        n = self.n
-        idx = self._sample_idx(batch)
-        X = torch.cat([x_new.expand(n, self.d), x_old.expand(n, self.d)])
-        rows = torch.arange(n, device=self.problem.device)
-        G = self.problem.sample_grads(X, torch.cat([idx, idx]), clients=torch.cat([rows, rows]))
-        return G[:n], G[n:]
+        return paired_minibatch(self.problem, x_new, x_old, batch, self.ctx.generator("noise"))
 
 
 def mvr_initial(method, x0) -> torch.Tensor:
@@ -207,7 +199,7 @@ class DASHAPAGE(_DASHABase):
         if self.last_full:
             return self.problem.grads(x_new.expand(self.n, self.d))
         new, old = self._pair(x_new, x_old, self.params.batch_size)
-        return self.H + (new - old)
+        return sarah(self.H, new, old)
 
 
 class DASHAMVRParams(DASHAParams):
@@ -262,7 +254,7 @@ class DASHAMVR(_DASHABase):
 
     def _estimate(self, x_new, x_old):
         new, old = self._pair(x_new, x_old, self.params.batch_size)
-        return new + (1 - self.b) * (self.H - old)
+        return mvr(self.H, new, old, self.b)
 
 
 # ---- DASHA-PP -------------------------------------------------------------------------------------
@@ -414,11 +406,7 @@ class _DASHAPPBase(Method):
         """Minibatch gradients of the same ``batch`` samples (drawn with replacement) of each client of
         S at x+ and x."""
         self._send_old(S_cpu, x_old)
-        r = S_cpu.shape[0]
-        idx = self.problem.sample_indices(batch, self.ctx.generator("noise"), S_dev)
-        X = torch.cat([self.x.expand(r, self.d), x_old.expand(r, self.d)])
-        G = self.problem.sample_grads(X, torch.cat([idx, idx]), clients=torch.cat([S_dev, S_dev]))
-        return G[:r], G[r:]
+        return paired_minibatch(self.problem, self.x, x_old, batch, self.ctx.generator("noise"), S_dev)
 
 
 @register_method
@@ -465,7 +453,7 @@ class DASHAPP(_DASHAPPBase):
             new, _ = self._full_grads(S_cpu, S_dev, x_old, need_old=False)
             return new - H
         new, old = self._full_grads(S_cpu, S_dev, x_old, need_old=True)
-        return new - old - b * (H - old)
+        return mvr_increment(H, new, old, b)
 
 
 class DASHAPPPAGEParams(DASHAPPParams):
@@ -539,7 +527,7 @@ class DASHAPPPAGE(_DASHAPPBase):
                 new, _ = self._full_grads(S_cpu, S_dev, x_old, need_old=False)
                 return new - H
             new, old = self._full_grads(S_cpu, S_dev, x_old, need_old=True)
-            return new - old - c * (H - old)
+            return mvr_increment(H, new, old, c)
         new, old = self._minibatch_pair(S_cpu, S_dev, x_old, self.params.batch_size)
         return new - old
 
@@ -609,7 +597,7 @@ class DASHAPPMVR(_DASHAPPBase):
 
     def _k(self, S_cpu, S_dev, x_old, H):
         new, old = self._minibatch_pair(S_cpu, S_dev, x_old, self.params.batch_size)
-        return new - old - self.b * (H - old)
+        return mvr_increment(H, new, old, self.b)
 
 
 # ---- VR-MARINA ------------------------------------------------------------------------------------
@@ -665,5 +653,5 @@ class VRMARINA(PAGE):
     def small_batch(self) -> int:
         return int(self.params.small_batch_size)
 
-    def _send_difference(self, D):
-        return self.channel.uplink(self.compress(D))
+    def _difference_message(self, D):
+        return self.compress(D)

@@ -7,8 +7,9 @@ import math
 
 import torch
 
+from ..mechanisms import Feedback, Shifts, make_three_pc
 from .base import Method, MethodParams, register_method
-from .compressed import DIANA, DIANAParams, shifted_estimate
+from .compressed import DIANA, DIANAParams
 
 __all__ = ["EF21", "EF21BC", "EF21P", "EF", "ef21_theta_beta", "ef21_stepsize", "ef21_pp_stepsize"]
 
@@ -93,7 +94,7 @@ class EF21(Method):
     uses = ("compressor", "sampler")
     Params = EF21Params
     replica_batched = True
-    state = ("x", "G", "g")
+    state = ("x", "fb")
 
     @property
     def partial(self) -> bool:
@@ -109,26 +110,17 @@ class EF21(Method):
     def init(self, x0):
         self.x = x0
         G = self.problem.grads(self.at_clients(x0))
-        msg = self.channel.dense(G) if self.params.init_full else self.compress(G)
-        self.G = msg.values.clone()
-        self.g = self.channel.uplink(msg)
+        self.fb = Feedback(make_three_pc("ef21", self.compressor, float_bits=self.channel.float_bits))
+        self.fb.start(self.channel.dense(G) if self.params.init_full else self.compress(G), self.channel)
 
     def step(self):
-        if self.partial:
-            return self._step_partial()
-        self.x = self.channel.broadcast(self.x - self.gamma * self.g)
-        G = self.problem.grads(self.at_clients(self.x))
-        msg = self.compress(G - self.G)
-        self.G.add_(msg.values)
-        self.g = self.g + self.channel.uplink(msg)
-
-    def _step_partial(self):
-        S = self.sample_clients()
-        self.x = self.channel.broadcast(self.x - self.gamma * self.g, clients=S)
+        S = self.sample_clients() if self.partial else None
+        self.x = self.channel.broadcast(self.x - self.gamma * self.fb.g, clients=S)
+        if S is None:
+            self.fb.send(self.problem.grads(self.at_clients(self.x)), self.channel, self.compress)
+            return
         G = self.problem.grads(self.at_clients(self.x, S.shape[0]), clients=S)
-        msg = self.compress(G - self.G[..., S, :], clients=S)
-        self.G[..., S, :] += msg.values
-        self.g = self.g + self.channel.uplink(msg, clients=S, weights=1.0 / self.n)
+        self.fb.send(G, self.channel, self.compress, clients=S, weights=1.0 / self.n)
 
 
 def _down_alpha(self) -> float:
@@ -164,7 +156,7 @@ class EF21BC(Method):
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtárik (2021), EF21 with bells & whistles, Alg. 5 (EF21-BC)"
     uses = ("compressor", "down_compressor")
     Params = EF21Params
-    state = ("x", "Gt", "gt", "g")
+    state = ("x", "fb", "g")
 
     down_alpha = property(_down_alpha)
 
@@ -175,18 +167,14 @@ class EF21BC(Method):
     def init(self, x0):
         self.x = x0
         G = self.problem.grads(self.at_clients(x0))
-        msg = self.channel.dense(G) if self.params.init_full else self.compress(G)
-        self.Gt = msg.values.clone()
-        self.gt = self.channel.uplink(msg)
-        self.g = self.channel.broadcast(self.compress_down(self.gt))
+        self.fb = Feedback(make_three_pc("ef21", self.compressor, float_bits=self.channel.float_bits))
+        gt = self.fb.start(self.channel.dense(G) if self.params.init_full else self.compress(G), self.channel)
+        self.g = self.channel.broadcast(self.compress_down(gt))
 
     def step(self):
         self.x = self.x - self.gamma * self.g
-        G = self.problem.grads(self.x.expand(self.n, self.d))
-        msg = self.compress(G - self.Gt)
-        self.Gt.add_(msg.values)
-        self.gt = self.gt + self.channel.uplink(msg)
-        self.g = self.g + self.channel.broadcast(self.compress_down(self.gt - self.g))
+        gt = self.fb.send(self.problem.grads(self.x.expand(self.n, self.d)), self.channel, self.compress)
+        self.g = self.g + self.channel.broadcast(self.compress_down(gt - self.g))
 
 
 @register_method
@@ -216,7 +204,7 @@ class EF21P(Method):
     paper = "Gruntkowska, Tyurin, Richtárik (2023), EF21-P and friends, Alg. 2 (EF21-P + DIANA)"
     uses = ("compressor", "down_compressor")
     Params = DIANAParams
-    state = ("x", "w", "H", "h")
+    state = ("x", "w", "shifts")
 
     down_alpha = property(_down_alpha)
 
@@ -230,11 +218,12 @@ class EF21P(Method):
     def init(self, x0):
         self.x = x0
         self.w = x0
-        self.H = self.zeros_clients()
-        self.h = self.H.mean(0)
+        self.shifts = Shifts()
+        self.shifts.zero(self.zeros_clients())
 
     def step(self):
-        g = shifted_estimate(self, self.problem.grads(self.w.expand(self.n, self.d)), self.shift_stepsize)
+        G = self.problem.grads(self.w.expand(self.n, self.d))
+        g = self.shifts.estimate(G, self.compress, self.channel, self.shift_stepsize)
         self.x = self.x - self.gamma * g
         self.w = self.w + self.channel.broadcast(self.compress_down(self.x - self.w))
 

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
+from ..estimators import svrg
 from ..problems import Problem, Reshuffler
 from ..sampling import Independent
 from .base import Method, MethodParams, register_method
@@ -684,7 +685,7 @@ class ProxSkipVR(_Skip):
         if self.params.estimator == "lsvrg":
             ar = self._ar
             both = pr.sample_grads(torch.cat([self.X, self.Y]), torch.cat([idx, idx]), torch.cat([ar, ar]))
-            g = both[: self.n] - both[self.n:] + self.GY
+            g = svrg(both[: self.n], both[self.n:], self.GY)
             refresh = torch.nonzero(torch.rand(self.n, generator=gen, dtype=torch.float64) < self.q).squeeze(1)
             if refresh.numel():
                 r = refresh.to(pr.device)

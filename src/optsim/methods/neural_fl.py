@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from ..estimators import mvr, sarah
+from ..mechanisms import Feedback, MarinaEstimate, make_three_pc
 from ..optim import OPTIMIZERS
 from ..optim.lmo import LMOS, MATRIX_NORMS, apply_lmo
 from ..problems.neural import Layout
@@ -525,7 +527,7 @@ class CompressedGluon(Method):
     paper = "Qian, Gaponov, Malinovsky, Richtárik (2026), Communication-Efficient Gluon in FL (reconstructed rounds)"
     Params = CompressedGluonParams
     uses = ("compressor",)
-    state = ("x", "x_prev", "M", "v", "g", "h", "layout", "_fb", "_p")
+    state = ("x", "x_prev", "M", "v", "comm", "layout", "_fb", "_p")
 
     def check(self):
         _check_norms(self.params.matrix_norm, self.params.vector_norm)
@@ -560,10 +562,12 @@ class CompressedGluon(Method):
         self.x = x0.clone()
         self.M = torch.zeros_like(self.x)
         self.v = None  # (n, d) client estimators
-        self.g = None  # server aggregate
-        self.h = None  # ef21 client shifts
         self._p = self.p
         self._fb = self.feedback
+        if self._fb == "marina":
+            self.comm = MarinaEstimate()
+        else:
+            self.comm = Feedback(make_three_pc("ef21", self.compressor, float_bits=self.channel.float_bits))
         self.x_prev = None
 
     def _grads_at(self, X, idx):
@@ -578,13 +582,15 @@ class CompressedGluon(Method):
         X = self.x.view(1, d).expand(n, d)
         gen = self.ctx.generator("noise")
         idx = None if prm.batch_size is None else draw_indices(pr, prm.batch_size, gen)
+        marina = self._fb == "marina"
         if self.v is None:  # round 0: dense estimators
             self.v = pr.grads(X) if (prm.estimator == "sarah" or idx is None) else self._grads_at(X, idx)
-            self.g = self.channel.uplink(self.v)
-            self.h = self.v.clone() if self._fb == "ef21" else None
+            if marina:
+                self.comm.refresh(self.v, self.channel)
+            else:
+                self.comm.start(self.channel.dense(self.v), self.channel)
         else:
-            coin = self.coin(self._p) if (self._fb == "marina" or prm.estimator == "sarah") else False
-            dense = self._fb == "marina" and coin
+            coin = self.coin(self._p) if (marina or prm.estimator == "sarah") else False
             v_old = self.v
             if prm.estimator == "sgd":
                 v = self._grads_at(X, idx)
@@ -593,18 +599,15 @@ class CompressedGluon(Method):
             else:
                 Xp = self.x_prev.view(1, d).expand(n, d)
                 g_new, g_old = self._grads_at(X, idx), self._grads_at(Xp, idx)
-                v = v_old + (g_new - g_old) if prm.estimator == "sarah" else g_new + (1 - prm.mvr_a) * (v_old - g_old)
-            if self._fb == "marina":
-                if dense:
-                    self.g = self.channel.uplink(v)
-                else:
-                    self.g = self.g + self.channel.uplink(self.compress(v - v_old))
+                v = sarah(v_old, g_new, g_old) if prm.estimator == "sarah" else mvr(v_old, g_new, g_old, prm.mvr_a)
+            if not marina:
+                self.comm.send(v, self.channel, self.compress)
+            elif coin:
+                self.comm.refresh(v, self.channel)
             else:
-                msg = self.compress(v - self.h)
-                self.h = self.h + msg.values
-                self.g = self.g + self.channel.uplink(msg)
+                self.comm.move(self.compress(v - v_old), self.channel)
             self.v = v
-        self.M.lerp_(self.g, 1.0 - prm.momentum)
+        self.M.lerp_(self.comm.g, 1.0 - prm.momentum)
         step = layout_lmo(self.M.view(1, d), self.layout, prm.matrix_norm, prm.vector_norm,
                           method=prm.spectral_method).view(d)
         self.x_prev = self.x

@@ -35,7 +35,7 @@ H_i^{k+1} = C_{H_i^k, grad^2 f_i(x^k)}(grad^2 f_i(x^{k+1})). The mechanisms (``m
   "skip" neither computes its Hessian nor sends anything for it (Bernoulli aggregation);
 * ``cbag``: H + a C(X - H) with probability p, else H.
 
-EF21, LAG and CLAG are the project's reusable mechanisms (``methods/three_pc.py``, applied to the
+EF21, LAG and CLAG are the project's reusable mechanisms (:mod:`optsim.mechanisms.three_pc`, applied to the
 packed rows); Bernoulli aggregation is implemented here because it changes *which Hessians are
 computed*, not only what is sent.
 
@@ -56,7 +56,7 @@ from ..compress import Message
 from ..compress.matrix import SymPacking, packed_dim
 from ..sampling import Nice
 from .base import Method, MethodParams, register_method
-from .three_pc import make_three_pc
+from ..mechanisms import make_three_pc
 
 __all__ = ["MECHANISMS", "FedNL", "Newton3PC", "Newton3PCBC", "Newton3PCPP"]
 

@@ -16,8 +16,9 @@ import torch
 from pydantic import Field
 
 from ..compress import Compressor, make_compressor
+from ..mechanisms import Shifts
 from .base import Method, MethodParams, register_method
-from .compressed import DIANA, shifted_estimate
+from .compressed import DIANA
 
 __all__ = ["eta_omega", "omega_average", "efbv_parameters", "efbv_stepsize", "EFBV", "DCGDShift",
            "unified_shift_stepsize", "ef21_shift_stepsize"]
@@ -174,7 +175,7 @@ class EFBV(Method):
     uses = ("compressor",)
     Params = EFBVParams
     replica_batched = True
-    state = ("x", "H", "h", "lam", "nu")
+    state = ("x", "shifts", "lam", "nu")
 
     def check(self):
         eta_omega(self.compressor)  # refuses compressors outside the class
@@ -196,16 +197,15 @@ class EFBV(Method):
         c = self.constants
         self.lam, self.nu = c["lam"], c["nu"]
         self.x = x0
+        self.shifts = Shifts()
         if self.params.init == "full":
-            msg = self.channel.dense(self.problem.grads(self.at_clients(x0)))
-            self.H = msg.values.clone()
-            self.h = self.channel.uplink(msg)
+            self.shifts.full(self.channel.dense(self.problem.grads(self.at_clients(x0))), self.channel)
         else:
-            self.H = self.zeros_clients(x0)
-            self.h = self.H.mean(-2)
+            self.shifts.zero(self.zeros_clients(x0))
 
     def step(self):
-        g = shifted_estimate(self, self.problem.grads(self.at_clients(self.x)), self.lam, self.nu)
+        G = self.problem.grads(self.at_clients(self.x))
+        g = self.shifts.estimate(G, self.compress, self.channel, self.lam, self.nu)
         self.x = self.channel.broadcast(self.x - self.gamma * g)
 
 
@@ -305,7 +305,7 @@ class DCGDShift(Method):
     paper = "Shulgin, Richtárik (2022), Shifted compression framework: generalizations and improvements, Alg. 1"
     uses = ("compressor", "down_compressor")
     Params = DCGDShiftParams
-    state = ("x", "H", "h", "y")
+    state = ("x", "shifts", "y")
 
     def check(self):
         _ = self.omega  # the uplink compressor must be unbiased
@@ -358,15 +358,14 @@ class DCGDShift(Method):
     def init(self, x0):
         self.x = x0
         self.y = torch.zeros_like(x0)  # model shift (used with model compression only)
+        self.shifts = Shifts()
         if self.params.shift == "star":
             if self.problem.x_star is None:
                 raise ValueError("dcgd_shift with shift: star needs a problem with a known minimizer x*")
-            msg = self.channel.dense(self.problem.grads(self.problem.x_star.expand(self.n, self.d)))
-            self.H = msg.values.clone()
-            self.h = self.channel.uplink(msg)
+            self.shifts.full(self.channel.dense(self.problem.grads(self.problem.x_star.expand(self.n, self.d))),
+                             self.channel)
         else:
-            self.H = self.zeros_clients()
-            self.h = self.H.mean(0)
+            self.shifts.zero(self.zeros_clients())
 
     def _model(self) -> torch.Tensor:
         """The model the clients evaluate their gradients at. Without model compression the clients
@@ -382,26 +381,23 @@ class DCGDShift(Method):
     def step(self):
         w = self._model()
         G = self.problem.grads(w.expand(self.n, self.d))
-        D = G - self.H
-        msg = self.compress(D)
-        delta = self.channel.uplink(msg)
-        g = self.h + delta
-        shift = self.params.shift
+        sh, shift = self.shifts, self.params.shift
         if shift == "diana":
-            a = self.shift_stepsize
-            self.H.add_(msg.values, alpha=a)
-            self.h = torch.add(self.h, delta, alpha=a)  # as DIANA (shifted_estimate), to the last bit
-        elif shift == "rand_diana":
-            gen = self.ctx.generator("method")
-            R = torch.nonzero(torch.rand(self.n, generator=gen, dtype=torch.float64) < self.p).flatten()
-            if R.numel():
-                R = R.to(self.H.device)
-                weights = torch.full((R.shape[0],), 1.0 / self.n, dtype=G.dtype, device=G.device)
-                self.h = self.h + self.channel.uplink(self.channel.dense(D[R]), clients=R, weights=weights)
-                self.H[R] = G[R]
-        elif shift == "ef21":
-            cmsg = self.shift_compressor(D, self.ctx.generator("compressor"))
-            self.H.add_(cmsg.values)
-            self.h = self.h + self.channel.uplink(cmsg)
+            g = sh.estimate(G, self.compress, self.channel, self.shift_stepsize)
+        else:
+            D = G - sh.H
+            g = sh.h + self.channel.uplink(self.compress(D))
+            if shift == "rand_diana":
+                gen = self.ctx.generator("method")
+                R = torch.nonzero(torch.rand(self.n, generator=gen, dtype=torch.float64) < self.p).flatten()
+                if R.numel():
+                    R = R.to(sh.H.device)
+                    weights = torch.full((R.shape[0],), 1.0 / self.n, dtype=G.dtype, device=G.device)
+                    sh.h = sh.h + self.channel.uplink(self.channel.dense(D[R]), clients=R, weights=weights)
+                    sh.H[R] = G[R]
+            elif shift == "ef21":
+                cmsg = self.shift_compressor(D, self.ctx.generator("compressor"))
+                sh.H.add_(cmsg.values)
+                sh.h = sh.h + self.channel.uplink(cmsg)
         x = self.x - self.gamma * g
         self.x = x if self.model_compressed else self.channel.broadcast(x)

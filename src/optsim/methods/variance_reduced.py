@@ -1,9 +1,11 @@
 """Variance-reduced estimators with a shared coin: MARINA (and PP-MARINA) and distributed PAGE.
 
-Both keep a gradient estimator g at the server and, each round, flip one coin shared by all
-clients (``Method.coin``): with probability p the estimator is refreshed by (large-batch)
-gradients sent in full, otherwise it is updated by cheap differences at the new and the old
-point. ``last_full`` tells whether the latest round was a refresh (for inspection and tests).
+Both keep a gradient estimator g at the server (:class:`optsim.mechanisms.MarinaEstimate`) and,
+each round, flip one coin shared by all clients (``Method.coin``): with probability p the
+estimator is refreshed by (large-batch) gradients sent in full, otherwise it is moved by cheap
+differences at the new and the old point (the same samples at both:
+:func:`optsim.estimators.paired_minibatch`). ``last_full`` tells whether the latest round was a
+refresh (for inspection and tests).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import torch
 from pydantic import Field, PositiveInt
 
 from ..sampling import Nice
+from ..estimators import paired_minibatch
+from ..mechanisms import MarinaEstimate
 from .base import Method, MethodParams, register_method
 
 __all__ = ["MARINA", "PAGE"]
@@ -58,7 +62,7 @@ class MARINA(Method):
     Params = MARINAParams
     replica_batched = True
     draws_coins = True
-    state = ("x", "G", "g", "last_full")
+    state = ("x", "G", "est", "last_full")
 
     def check(self):
         s = self.sampler
@@ -93,29 +97,30 @@ class MARINA(Method):
     def init(self, x0):
         self.x = x0
         G = self.problem.grads(self.at_clients(x0))
-        self.g = self.channel.uplink(self.channel.dense(G))
+        self.est = MarinaEstimate()
+        self.est.refresh(G, self.channel)
         self.G = None if self.partial else G  # clients' last gradients (full participation)
         self.last_full = True
 
     def step(self):
         x_old = self.x
-        self.x = self.channel.broadcast(self.x - self.gamma * self.g)
+        self.x = self.channel.broadcast(self.x - self.gamma * self.est.g)
         self.last_full = self.coin(self.p)
         if self.last_full:
             G = self.problem.grads(self.at_clients(self.x))
-            self.g = self.channel.uplink(self.channel.dense(G))
+            self.est.refresh(G, self.channel)
             if not self.partial:
                 self.G = G
         elif not self.partial:
             G = self.problem.grads(self.at_clients(self.x))
-            self.g = self.g + self.channel.uplink(self.compress(G - self.G))
+            self.est.move(self.compress(G - self.G), self.channel)
             self.G = G
         else:
             S = self.sample_clients()
             r = S.shape[0]
             X = torch.cat([self.x.expand(r, self.d), x_old.expand(r, self.d)])
             G = self.problem.grads(X, clients=torch.cat([S, S]))
-            self.g = self.g + self.channel.uplink(self.compress(G[:r] - G[r:], clients=S), clients=S)
+            self.est.move(self.compress(G[:r] - G[r:], clients=S), self.channel, clients=S)
 
 
 class PAGEParams(MethodParams):
@@ -154,7 +159,7 @@ class PAGE(Method):
     name = "page"
     paper = "Li, Bao, Zhang, Richtárik (2021), PAGE: a simple and optimal probabilistic gradient estimator for nonconvex optimization, Alg. 1"
     Params = PAGEParams
-    state = ("x", "g", "last_full")
+    state = ("x", "est", "last_full")
 
     def check(self):
         if not self.problem.has_sample_grads:
@@ -197,26 +202,20 @@ class PAGE(Method):
 
     def init(self, x0):
         self.x = x0
-        self.g = self.channel.uplink(self._large(x0))
+        self.est = MarinaEstimate()
+        self.est.refresh(self._large(x0), self.channel)
         self.last_full = True
 
     def step(self):
         x_old = self.x
-        self.x = self.channel.broadcast(self.x - self.gamma * self.g)
+        self.x = self.channel.broadcast(self.x - self.gamma * self.est.g)
         self.last_full = self.coin(self.p)
         if self.last_full:
-            self.g = self.channel.uplink(self._large(self.x))
+            self.est.refresh(self._large(self.x), self.channel)
             return
-        self.g = self.g + self._send_difference(self._difference(self.x, x_old))
+        new, old = paired_minibatch(self.problem, self.x, x_old, self.small_batch, self.ctx.generator("noise"))
+        self.est.move(self._difference_message(new - old), self.channel)
 
-    def _difference(self, x_new, x_old):
-        """(n, d): each client's minibatch gradient difference, the same b' samples at both points."""
-        n = self.n
-        idx = self.problem.sample_indices(self.small_batch, self.ctx.generator("noise"))
-        X = torch.cat([x_new.expand(n, self.d), x_old.expand(n, self.d)])
-        rows = torch.arange(n, device=self.problem.device)
-        G = self.problem.sample_grads(X, torch.cat([idx, idx]), clients=torch.cat([rows, rows]))
-        return G[:n] - G[n:]
-
-    def _send_difference(self, D):
-        return self.channel.uplink(D)
+    def _difference_message(self, D):
+        """The clients' minibatch gradient differences D (n, d) as sent: in full."""
+        return self.channel.dense(D)

@@ -6,6 +6,7 @@ import math
 import torch
 from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 
+from ...estimators import mvr
 from ..base import register_method
 from ..event import AsyncParams, EventMethod
 
@@ -177,7 +178,7 @@ class RennalaMVR(EventMethod):
                 if e.k == 0:
                     self._d = gm
                 else:
-                    self._d = gm + (1.0 - self._a) * (self._d - self._acch / self._Bk)
+                    self._d = mvr(self._d, gm, self._acch / self._Bk, self._a)
                 self._xprev = e.x
                 self.update(e.x - self.gamma * self._d)
                 self._Bk = self.B
