@@ -14,8 +14,9 @@ from optsim.compress.base import index_bits
 from optsim.experiment import parse_config, run_method
 from optsim.meter import Meter
 from optsim.methods import build_method
-from optsim.methods.accelerated_local import optimal_probabilities, pattern_mask, primal_dual_parameters
-from optsim.methods.personalized import (_personalized_grad, moreau_prox, moreau_solution, personalized_solution)
+from optsim.methods.local.primal_dual import optimal_probabilities, primal_dual_parameters
+from optsim.methods.local.scaffnew import pattern_mask
+from optsim.methods.local.personalized import (_personalized_grad, moreau_prox, moreau_solution, personalized_solution)
 from optsim.problems import LogisticRegression, Quadratic
 from optsim.problems.l0l1 import CoshProblem
 from optsim.reproduce import run_recipe

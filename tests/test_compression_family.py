@@ -22,8 +22,8 @@ from optsim.experiment.config import parse_config
 from optsim.experiment.runner import run_method
 from optsim.meter import Meter
 from optsim.methods.base import build_method
-from optsim.methods.dasha import participation
-from optsim.methods.shifted import efbv_parameters, efbv_stepsize, eta_omega, omega_average
+from optsim.methods.compression.dasha_pp import participation
+from optsim.methods.compression.shifted import efbv_parameters, efbv_stepsize, eta_omega, omega_average
 from optsim.mechanisms import Feedback, make_three_pc, three_pc_stepsize
 from optsim.problems import LogisticRegression, NonconvexLogisticRegression, Quadratic
 from optsim.sampling import Independent, Nice

@@ -22,7 +22,7 @@ from optsim.experiment import ConfigError, parse_config, run_method
 from optsim.experiment.runner import validate_methods
 from optsim.meter import Meter
 from optsim.methods.base import build_method
-from optsim.methods.local import gradskip_probabilities, gradskip_stepsize
+from optsim.methods.local.gradskip import gradskip_probabilities, gradskip_stepsize
 from optsim.problems import LogisticRegression, Quadratic
 from optsim.reproduce.local import hetero_quadratic, weighted_minimizer
 from optsim.sampling import SAMPLERS, Cyclic, make_sampler

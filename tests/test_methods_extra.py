@@ -20,8 +20,8 @@ from optsim.experiment.config import parse_config
 from optsim.experiment.runner import run_method
 from optsim.meter import Meter
 from optsim.methods.base import build_method
-from optsim.methods.error_feedback import ef21_pp_stepsize, ef21_stepsize
-from optsim.methods.gd import sgd_expected_smoothness
+from optsim.methods.baselines.error_feedback import ef21_pp_stepsize, ef21_stepsize
+from optsim.methods.baselines.gd import sgd_expected_smoothness
 from optsim.problems import LeastSquares, LogisticRegression, NonconvexLogisticRegression, Quadratic
 
 from _glm_data import D, M, N, heterogeneous_glm_data as _data  # noqa: E402

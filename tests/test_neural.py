@@ -18,7 +18,7 @@ from optsim.experiment.config import ConfigError
 from optsim.experiment.trace import Trace
 from optsim.meter import Meter
 from optsim.methods import build_method
-from optsim.methods.neural_fl import BatchedOptimizer, layout_lmo
+from optsim.methods.neural.optimizers import BatchedOptimizer, layout_lmo
 from optsim.optim import Muon
 from optsim.optim.lmo import lmo_many
 from optsim.problems import Quadratic

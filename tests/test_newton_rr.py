@@ -20,7 +20,7 @@ from optsim.experiment import parse_config, run_method
 from optsim.meter import Meter
 from optsim.methods import build_method
 from optsim.compress.matrix import SymPacking, packed_dim
-from optsim.methods.sampling_page import page_sampling_constant
+from optsim.methods.compression.sampling_page import page_sampling_constant
 from optsim.problems import Quadratic
 from optsim.reproduce.newton_rr import a9a_like, heterogeneous_logreg, illconditioned_logreg
 from optsim.sampling import make_sampler

@@ -25,7 +25,7 @@ def _cmd_run(args) -> int:
     where = f"; runs stored in {store.path}" if store else ""
     print(f"optsim: {cfg.name}: {problem.name}, n={problem.n} clients, d={problem.d}; results in {out}/{where}",
           file=sys.stderr)
-    if args.backend == "distributed":  # N worker processes over torch.distributed (optsim/distributed.py)
+    if args.backend == "distributed":  # N worker processes over torch.distributed (optsim/distributed/)
         from .distributed import launch
 
         print(f"optsim: distributed backend, {args.nproc or 2} worker processes", file=sys.stderr)

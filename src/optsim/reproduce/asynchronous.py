@@ -290,10 +290,10 @@ def pipedream(out: Path, fast: bool) -> Outcome:
     * time: unit forward and backward per stage, the budget is PD's makespan for 60 microbatches
       of 10 samples (our reading of "M = 60, 5 epochs": 5 epochs over n = 120 samples);
     * PD: the 1F1B schedule with weight stashing, block s updated when B_s(m) ends
-      (:class:`~optsim.methods.pipeline.PipeDream`);
+      (:class:`~optsim.methods.asynchronous.pipeline.PipeDream`);
     * LocalSGD: M = S replicas (the simulator's default) share the S stages, H = 5 local steps,
       drain and average after every M H microbatches
-      (:class:`~optsim.methods.pipeline.LocalSGDPipe`), stopped at the same simulated time with
+      (:class:`~optsim.methods.asynchronous.pipeline.LocalSGDPipe`), stopped at the same simulated time with
       every block update finished by then counted;
     * stepsizes: tuned per method and S on a power-of-two grid (best final value, mean over seeds);
       compared: f(x) - f* at the end of the budget, ratio PD / LocalSGD per S.

@@ -420,7 +420,7 @@ class LocalSGDPipe(_Pipeline):
         self.log = DelayLog(1)
 
     def advance(self, updates, until=None):
-        k0, S, R = self.k, self.params.stages, self._X.shape[0]
+        k0, R = self.k, self._X.shape[0]
         while self.k - k0 < updates:
             t = self._t0 + self._ev_t[self._pos]
             if until is not None and t > until:

@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..mechanisms import Feedback, make_three_pc, three_pc_stepsize
-from .base import Method, MethodParams, register_method
+from ...mechanisms import Feedback, make_three_pc, three_pc_stepsize
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["ThreePCMethod"]
 

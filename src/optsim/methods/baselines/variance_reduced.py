@@ -14,10 +14,10 @@ import math
 import torch
 from pydantic import Field, PositiveInt
 
-from ..sampling import Nice
-from ..estimators import paired_minibatch
-from ..mechanisms import MarinaEstimate
-from .base import Method, MethodParams, register_method
+from ...sampling import Nice
+from ...estimators import paired_minibatch
+from ...mechanisms import MarinaEstimate
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["MARINA", "PAGE"]
 

@@ -6,8 +6,8 @@ import math
 
 from pydantic import Field
 
-from ..mechanisms import Shifts
-from .base import Method, MethodParams, register_method
+from ...mechanisms import Shifts
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["DCGD", "DIANA"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from pydantic import PositiveInt
 
-from ..sampling import Nice
-from .base import Method, MethodParams, register_method
+from ...sampling import Nice
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["GD", "SGD", "sgd_expected_smoothness"]
 

@@ -45,8 +45,8 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt
 
-from ..sampling import Nice
-from .base import Method, MethodParams, register_method
+from ...sampling import Nice
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["PAGEAS", "page_sampling_constant"]
 

@@ -52,11 +52,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..compress import Message
-from ..compress.matrix import SymPacking, packed_dim
-from ..sampling import Nice
-from .base import Method, MethodParams, register_method
-from ..mechanisms import make_three_pc
+from ...compress import Message
+from ...compress.matrix import SymPacking, packed_dim
+from ...sampling import Nice
+from ..base import Method, MethodParams, register_method
+from ...mechanisms import make_three_pc
 
 __all__ = ["MECHANISMS", "FedNL", "Newton3PC", "Newton3PCBC", "Newton3PCPP"]
 

@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..compress import Compressor, make_compressor
-from ..mechanisms import Shifts
-from .base import Method, MethodParams, register_method
-from .compressed import DIANA
+from ...compress import Compressor, make_compressor
+from ...mechanisms import Shifts
+from ..base import Method, MethodParams, register_method
+from ..baselines.compressed import DIANA
 
 __all__ = ["eta_omega", "omega_average", "efbv_parameters", "efbv_stepsize", "EFBV", "DCGDShift",
            "unified_shift_stepsize", "ef21_shift_stepsize"]

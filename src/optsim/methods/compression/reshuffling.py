@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field, PositiveInt
 
-from ..problems import Reshuffler
-from .base import Method, MethodParams, register_method
+from ...problems import Reshuffler
+from ..base import Method, MethodParams, register_method
 
 __all__ = ["QRR", "QSGD", "DIANARR", "DIANASGD", "QNASTYA", "DIANANASTYA", "FedCRR", "FedCRRVR", "FedCRRVR2"]
 

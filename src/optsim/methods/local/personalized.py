@@ -24,9 +24,10 @@ from functools import cached_property
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from ..problems import Problem
-from .base import Method, MethodParams, register_method
-from .local import LocalParams, LocalTraining
+from ...problems import Problem
+from ...sampling import Independent
+from ..base import Method, MethodParams, register_method
+from .rounds import LocalParams, LocalTraining
 
 __all__ = ["L2GD", "FOMAML", "FOMuML", "ClipLocalGD", "personalized_solution", "personalized_loss",
            "moreau_prox", "moreau_solution", "moreau_loss", "clip_rows"]
@@ -244,7 +245,6 @@ class _Meta(Method):
     def init(self, x0):
         self.x = x0
         if self.sampler is not None and not self.sampler.is_full:
-            from ..sampling import Independent
             if isinstance(self.sampler, Independent):
                 p = self.sampler.probs.to(self.problem.dtype).to(self.problem.device)
                 self._weights = 1.0 / (self.n * p)

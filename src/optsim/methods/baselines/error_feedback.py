@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from ..mechanisms import Feedback, Shifts, make_three_pc
-from .base import Method, MethodParams, register_method
-from .compressed import DIANA, DIANAParams
+from ...mechanisms import Feedback, Shifts, make_three_pc
+from ..base import Method, MethodParams, register_method
+from ..baselines.compressed import DIANA, DIANAParams
 
 __all__ = ["EF21", "EF21BC", "EF21P", "EF", "ef21_theta_beta", "ef21_stepsize", "ef21_pp_stepsize"]
 
