@@ -101,7 +101,7 @@ def test_asgd_delay_is_n_minus_1_with_equal_times(quad):
 
 ONE_WORKER = [{"name": "asgd"}, {"name": "rescaled_asgd"}, {"name": "ringmaster_asgd", "R": 3}, {"name": "ringleader_asgd"},
               {"name": "ringmaster_asgd", "R": 1, "stops": True}, {"name": "rennala_sgd", "B": 1},
-              {"name": "minibatch_sgd"}, {"name": "rennala_mvr", "momentum": 1.0, "B": 1, "B_init": 1}]
+              {"name": "minibatch_sgd"}, {"name": "rennala_mvr", "mvr_a": 1.0, "B": 1, "B_init": 1}]
 
 
 @pytest.mark.parametrize("spec", ONE_WORKER, ids=lambda s: s["name"] + ("_stops" if s.get("stops") else ""))

@@ -19,7 +19,7 @@ from optsim.channel.distributed import codec_for, shard_bounds
 from optsim.cli import main
 from optsim.compress import make_compressor
 from optsim.distributed import DistributedRunError, launch, shard_problem
-from optsim.experiment.trace import Trace
+from optsim.trace import Trace
 from optsim.meter import Meter
 
 N, K_TOP = 10, 2  # 10 clients: 4 ranks own 2, 3, 2, 3 (uneven: rows are padded)

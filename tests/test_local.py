@@ -278,7 +278,7 @@ def test_fedshuffle_reductions():
     a = _run(pr, {"name": "fedshuffle", **spec}, 30)
     b = _run(pr, {"name": "fedavg", **spec}, 30)
     np.testing.assert_allclose(a["dist_sq"], b["dist_sq"], rtol=1e-12)  # equal sizes: FedAvg
-    c = _run(pr, {"name": "fedshuffle_mvr", "momentum": 1.0, **spec}, 30)
+    c = _run(pr, {"name": "fedshuffle_mvr", "mvr_a": 1.0, **spec}, 30)
     np.testing.assert_allclose(c["dist_sq"], a["dist_sq"], rtol=1e-12)  # a = 1: FedShuffle
     assert c.last("bits_up") == 30 * 2 * 5 * BITS + 5 * BITS  # (Delta_i, v_i) each round + grad f_i(x^0)
     mvr = _run(pr, {"name": "fedshuffle_mvr", **spec}, 300, log_every=10)

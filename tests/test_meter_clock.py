@@ -59,7 +59,7 @@ def test_meter_common_amounts_need_no_per_client_tensor():
     """Amounts every client is charged alike (a float, or a shared constant-bits tensor) are kept as one
     number: the round's usage has no per-client part, and the counters are the same as if they had
     been added client by client."""
-    from optsim.compress.base import constant_bits
+    from optsim.meter import constant_bits
 
     m, ref = Meter(3), Meter(3)
     m.add_up(None, constant_bits(3, 40.0))

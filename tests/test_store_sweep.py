@@ -19,7 +19,7 @@ from optsim.experiment import runner as runner_mod
 from optsim.experiment.build import build_problem
 from optsim.experiment.store import ResultStore, run_hash, run_stored
 from optsim.experiment.sweep import best_of_grid, expand_sweep, run_sweep
-from optsim.experiment.trace import Trace
+from optsim.trace import Trace
 
 BASE = {"name": "st", "problem": {"name": "logreg", "data": "synthetic:logreg", "size": 240, "dim": 8, "clients": 6,
                                   "lam": 0.1},
@@ -309,7 +309,7 @@ def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
     """A finished run stored by another optsim build is reused but reported as such (summary, sweep,
     ``runs ls``); one made by this build is not."""
     from optsim.cli import main
-    from optsim.experiment.runner import _summary
+    from optsim.experiment.runs import summary_line
     from optsim.experiment.store import build_id
 
     store = ResultStore(tmp_path / "runs.db")
@@ -317,13 +317,13 @@ def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
     first = run_stored(store, problem, c.methods[0], c, progress=False)
     assert store.runs()[0]["version"] == build_id() and build_id().startswith("0.")
     same = run_stored(store, problem, c.methods[0], c, progress=False)
-    assert same.meta["reused"] and "stored_by" not in same.meta and "made by" not in _summary(same)
+    assert same.meta["reused"] and "stored_by" not in same.meta and "made by" not in summary_line(same)
     with store._tx() as conn:
         conn.execute("UPDATE runs SET version = '0.0.9+0123456789ab'")
     old = run_stored(store, problem, c.methods[0], c, progress=False)
     assert old.meta["reused"] and old.meta["stored_by"] == "0.0.9+0123456789ab"
     assert _rows(old) == _rows(first)
-    assert "made by optsim 0.0.9+0123456789ab: --redo-stale recomputes it" in _summary(old)
+    assert "made by optsim 0.0.9+0123456789ab: --redo-stale recomputes it" in summary_line(old)
     assert main(["runs", "ls", "--store", str(tmp_path / "runs.db")]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("0.0.9+0123456789ab")
     redone = run_stored(store, problem, c.methods[0], c, progress=False, force="stale")

@@ -206,8 +206,8 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_plot(args) -> int:
-    from .experiment.trace import Trace
     from .plots import plot_traces
+    from .trace import Trace
 
     if args.results is None:
         from .experiment.report import plot_groups, select

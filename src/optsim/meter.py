@@ -11,14 +11,28 @@ size depends on their content). A client's count is the sum of both parts.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .compress.base import bits_each
+__all__ = ["Meter", "RoundUsage", "ORACLES", "constant_bits", "bits_each"]
 
-__all__ = ["Meter", "RoundUsage", "ORACLES"]
+@functools.lru_cache(maxsize=256)
+def constant_bits(m: int, bits: float) -> torch.Tensor:
+    """The bits (m,) of m senders sending ``bits`` each (shared: messages' bits are never written).
+    The tensor carries its value as ``constant`` (see :func:`bits_each`)."""
+    t = torch.full((m,), float(bits), dtype=torch.float64)
+    t.constant = float(bits)
+    return t
+
+
+def bits_each(bits: torch.Tensor) -> float | None:
+    """The number of bits every sender sends when ``bits`` is a :func:`constant_bits` tensor (known
+    without reading the tensor), else None."""
+    return getattr(bits, "constant", None)
+
 
 #: Oracle kinds the meter counts. Amounts are in units of one *local full* oracle call of a
 #: client (a minibatch of b out of m_i samples counts b / m_i).

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .experiment.trace import Trace
+from .trace import Trace
 
 __all__ = ["plot_traces", "plot_config", "save_figure", "LABELS"]
 

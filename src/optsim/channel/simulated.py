@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from ..compress import Message
-from ..compress.base import bits_each, constant_bits, index_bits
-from ..meter import Meter
+from ..compress.base import index_bits
+from ..meter import Meter, bits_each, constant_bits
 
 __all__ = ["Channel"]
 

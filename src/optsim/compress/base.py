@@ -14,7 +14,6 @@ documents its count in its docstring, sparsifiers include their indices.
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -22,25 +21,12 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Compressor", "Message", "ReplicaMismatch", "COMPRESSORS", "register_compressor", "make_compressor", "index_bits",
-           "constant_bits", "bits_each"]
+from ..meter import constant_bits
+
+__all__ = ["Compressor", "Message", "ReplicaMismatch", "COMPRESSORS", "register_compressor", "make_compressor",
+           "check_compressor_spec", "index_bits"]
 
 COMPRESSORS: dict[str, type["Compressor"]] = {}
-
-
-@functools.lru_cache(maxsize=256)
-def constant_bits(m: int, bits: float) -> torch.Tensor:
-    """The bits (m,) of m senders sending ``bits`` each (shared: messages' bits are never written).
-    The tensor carries its value as ``constant`` (see :func:`bits_each`)."""
-    t = torch.full((m,), float(bits), dtype=torch.float64)
-    t.constant = float(bits)
-    return t
-
-
-def bits_each(bits: torch.Tensor) -> float | None:
-    """The number of bits every sender sends when ``bits`` is a :func:`constant_bits` tensor (known
-    without reading the tensor), else None."""
-    return getattr(bits, "constant", None)
 
 
 def index_bits(d: int) -> int:
@@ -208,3 +194,19 @@ def make_compressor(spec: Any, d: int, n: int = 1, float_bits: int = 32) -> Comp
     if missing:
         raise ValueError(f"compressor '{name}' needs {', '.join(missing)} (e.g. {{name: {name}, {missing[0]}: ...}})")
     return cls(d=d, n=n, float_bits=float_bits, **spec)
+
+
+def check_compressor_spec(spec: Any) -> None:
+    """Refuse a compressor spec naming an unknown compressor (close matches suggested), before any
+    dimension is known (config validation); :func:`make_compressor` checks the rest."""
+    if isinstance(spec, (list, tuple)):
+        for s in spec:
+            check_compressor_spec(s)
+        return
+    if spec is None or isinstance(spec, Compressor):
+        return
+    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
+    if name not in COMPRESSORS:
+        close = difflib.get_close_matches(str(name), list(COMPRESSORS), n=2)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown compressor '{name}'{hint} (see `optsim list compressors`)")

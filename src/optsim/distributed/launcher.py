@@ -81,13 +81,16 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
     ``fault=(rank, round)`` makes that worker kill itself at that round (tests).
     Raises :class:`DistributedRunError` (one-line message, ``.traces``) when a worker fails.
     """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
+    from torch.distributed.elastic.multiprocessing import (
+        DefaultLogsSpecs,
+        SignalException,
+    )
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from ..experiment import build_problem
     from ..experiment.runner import validate_methods
-    from ..experiment.trace import Trace
+    from ..trace import Trace
 
     nproc = int(nproc)
     if nproc < 1:

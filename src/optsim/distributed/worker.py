@@ -77,7 +77,9 @@ def _worker(job: dict) -> dict:
 
 def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
     from ..experiment import build_problem
-    from ..experiment.runner import _summary, run_method, safe_filename, validate_methods
+    from ..experiment.runner import run_method, validate_methods
+    from ..experiment.runs import summary_line as _summary
+    from ..trace import safe_filename
 
     rank, world = dist.get_rank(), dist.get_world_size()
     if problem is None:
@@ -124,7 +126,7 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
         if state[0] != "claimed":  # "done" (reused) or "busy" (another process runs it), as run_stored
             if rank == 0:
                 from ..experiment.store import mark_reused
-                from ..experiment.trace import Trace
+                from ..trace import Trace
 
                 t = store.trace(row) or Trace(spec.get("label", spec["name"]), spec["name"], status="running")
                 mark_reused(t, row, state[0] == "done")

@@ -37,10 +37,10 @@ import torch
 
 from ..compress import ReplicaMismatch
 from ..problems import Problem
-from .config import ExperimentConfig
 from ..state import map_state
+from ..trace import Trace
+from .config import ExperimentConfig
 from .runner import Session, evaluate, evaluate_many, threads_for
-from .trace import Trace
 
 __all__ = ["run_batched"]
 

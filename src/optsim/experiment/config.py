@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ..compress import COMPRESSORS
-from ..data.partition import PARTITIONS
-from ..methods.base import COMPONENT_KEYS, get_method
+from ..methods.base import MethodSpec, get_method
 
 __all__ = ["ExperimentConfig", "SweepConfig", "set_path", "ConfigError", "load_config", "parse_config", "config_hash", "METRICS", "AXES"]
 
@@ -214,7 +221,7 @@ class ExperimentConfig(Strict):
     dtype: Literal["float64", "float32"] = "float64"
     device: str = "cpu"
     #: CPU threads for tensor ops; "auto": 1 for small problems (where thread start-up costs more
-    #: than it saves, see bench/bench_threads.py), all cores otherwise
+    #: than it saves, see docs/architecture.md, Conventions), all cores otherwise
     threads: PositiveInt | Literal["auto"] = "auto"
     #: bits per transmitted float
     float_bits: PositiveInt = 32
@@ -247,16 +254,12 @@ class ExperimentConfig(Strict):
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ValueError(f"methods[{i}] needs a 'name'")
             mcls = get_method(spec["name"])
-            own = {k: v for k, v in spec.items() if k not in COMPONENT_KEYS + ("name", "label")}
-            for k in COMPONENT_KEYS:
-                if k in spec and k not in mcls.uses:
-                    raise ValueError(f"methods[{i}] ({spec['name']}) takes no {k} (it uses: {', '.join(mcls.uses) or 'none'})")
-                if k in spec:
-                    _check_compressor_name(spec[k], f"methods[{i}].{k}") if k != "sampler" else None
             try:
-                mcls.Params(**own)
+                MethodSpec.parse(spec)
             except ValidationError as e:
                 raise ValueError(f"methods[{i}] ({spec['name']}): " + _one_line(e, mcls.Params)) from None
+            except ValueError as e:
+                raise ValueError(f"methods[{i}] ({spec['name']}): {e}") from None
             labels.append(spec.get("label", spec["name"]))
         dup = {lab for lab in labels if labels.count(lab) > 1}
         if dup:
@@ -271,18 +274,6 @@ class ExperimentConfig(Strict):
 
     def labels(self) -> list[str]:
         return [m.get("label", m["name"]) for m in self.methods]
-
-
-def _check_compressor_name(spec, where: str) -> None:
-    if isinstance(spec, (list, tuple)):
-        for s in spec:
-            _check_compressor_name(s, where)
-        return
-    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
-    if name not in COMPRESSORS:
-        close = difflib.get_close_matches(str(name), list(COMPRESSORS), n=2)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"{where}: unknown compressor '{name}'{hint} (see `optsim list compressors`)")
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:

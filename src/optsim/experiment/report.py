@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..trace import Trace
 from .store import ResultStore
-from .trace import Trace
 
 __all__ = ["select", "plot_groups", "write_report", "get_path"]
 

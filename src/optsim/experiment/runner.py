@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -28,11 +26,10 @@ from ..channel import Channel
 from ..meter import Meter
 from ..methods.base import build_method
 from ..problems import Problem
-from .build import build_problem
+from ..trace import Trace
 from .config import ExperimentConfig
-from .trace import Trace
 
-__all__ = ["Session", "run", "run_method", "evaluate", "evaluate_many", "validate_methods", "safe_filename", "threads_for"]
+__all__ = ["Session", "run_method", "evaluate", "evaluate_many", "validate_methods", "threads_for"]
 
 
 #: below this many flops per batched gradient, one CPU thread is faster than several
@@ -46,10 +43,6 @@ def threads_for(cfg: ExperimentConfig, problem: Problem) -> int:
     if problem.device.type != "cpu" or problem.gradient_flops >= SMALL_PROBLEM_FLOPS:
         return _DEFAULT_THREADS
     return 1
-
-
-def safe_filename(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") or "run"
 
 
 def evaluate(problem: Problem, x: torch.Tensor) -> dict[str, float]:
@@ -313,55 +306,3 @@ def validate_methods(cfg: ExperimentConfig, problem: Problem) -> None:
                 raise ValueError(f"stepsize {method.gamma} is not a positive number")
         except (ValueError, TypeError, NotImplementedError) as e:
             raise ConfigError(f"methods[{i}] ({spec.get('label', spec['name'])}): {e}") from None
-
-
-def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = True,
-        problem: Problem | None = None, plot: bool = True, summary: bool = True, store=None,
-        force: bool | str = False) -> list[Trace]:
-    """Run every method of ``cfg``; each trace is written to ``out/traces/`` as soon as it ends
-    (an interrupted run is saved with status ``interrupted``), then the figures are drawn.
-
-    With a :class:`~optsim.experiment.store.ResultStore`, finished runs of the same config are
-    reused (``force`` redoes them; ``force="stale"`` only those another optsim build made) and runs
-    checkpoint into the store and resume from it.
-    """
-    out = Path(out or cfg.out)
-    problem = problem or build_problem(cfg)
-    validate_methods(cfg, problem)
-    from .trackers import make_trackers
-
-    trackers = make_trackers(cfg.trackers, out, cfg.name)
-    traces = []
-    for spec in cfg.methods:
-        trace = None
-        try:
-            if store is not None:
-                from .store import run_stored
-                trace = run_stored(store, problem, spec, cfg, progress=progress, force=force, trackers=trackers)
-            else:
-                trace = run_method(problem, spec, cfg, progress=progress, trackers=trackers)
-        except KeyboardInterrupt as e:
-            trace = getattr(e, "trace", None)
-            raise
-        finally:
-            if trace is not None:
-                trace.save(out / "traces" / f"{safe_filename(trace.label)}.json")
-        traces.append(trace)
-        if summary:
-            print(_summary(trace), file=sys.stderr)
-    if plot:
-        from ..plots import plot_config
-        plot_config(traces, cfg, out)
-    return traces
-
-
-def _summary(t: Trace) -> str:
-    metric = t.meta.get("metric", "f_gap")
-    msg = f"  {t.label:<24} {t.status:<9} rounds={t.last('round'):.0f} {metric}={t.last(metric):.3e}"
-    if t.meta.get("stored_by"):
-        msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --redo-stale recomputes it)"
-    elif t.meta.get("reused"):
-        msg += "  (reused from the results store)"
-    if t.status in ("failed", "diverged"):
-        msg += f"  ({t.meta.get('message', '')})"
-    return msg

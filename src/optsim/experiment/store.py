@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..trace import Trace
 from .config import ExperimentConfig, config_hash
-from .trace import Trace
+from .runner import run_method
 
 __all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "other_build", "redo",
            "force_mode", "DONE"]
@@ -286,7 +287,6 @@ def run_stored(store: ResultStore, problem, spec: dict[str, Any], cfg: Experimen
                force: bool | str = False, checkpoint_every: int | None = None, trackers: list | None = None) -> Trace:
     """Run one method through the store: reuse a finished run, resume an unfinished one,
     checkpoint while running, and store the result (also when interrupted)."""
-    from .runner import run_method
 
     h = run_hash(cfg, spec)
     state, row = store.claim(h, cfg, spec, force=force)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import ConfigError, ExperimentConfig, config_hash, parse_config, set_path
+from .config import ConfigError, ExperimentConfig, parse_config, set_path
 from .store import DONE, ResultStore, build_id, other_build, redo, run_hash, run_stored
 
 __all__ = ["Job", "expand_sweep", "run_sweep", "best_of_grid", "SweepResult"]

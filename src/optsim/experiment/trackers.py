@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..trace import safe_filename
+
 __all__ = ["Tracker", "make_trackers", "TRACKERS"]
 
 TRACKERS = ("tensorboard", "wandb")
@@ -34,7 +36,6 @@ class TensorBoardTracker(Tracker):
         self._cls, self.out, self.writer = SummaryWriter, Path(out) / "tensorboard", None
 
     def start(self, label, config):
-        from .runner import safe_filename
 
         self.writer = self._cls(log_dir=str(self.out / safe_filename(label)))
         self.writer.add_text("config", f"```\n{config}\n```")

@@ -38,6 +38,7 @@ compressor draws from that replica's own generator, so each equals its separate 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -48,13 +49,14 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat
 from ..channel import Channel
 from ..clock import SimulatedClock, Timing, make_timing, round_clock
 from ..compress import Compressor, Message, ReplicaMismatch, make_compressor
+from ..compress.base import check_compressor_spec
 from ..problems import Problem
 from ..rng import generator as make_generator
 from ..sampling import ClientSampler, make_sampler
 from ..state import Stateful
 
-__all__ = ["Method", "TimedMethod", "MethodParams", "Context", "METHODS", "register_method", "get_method",
-           "build_method"]
+__all__ = ["Method", "TimedMethod", "MethodParams", "MethodSpec", "Context", "METHODS", "register_method",
+           "get_method", "build_method"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -300,25 +302,64 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-def build_method(spec: dict[str, Any], problem: Problem, channel: Channel, seed: int = 0,
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's config mapping validated once, typed: the class, its validated ``params``, the
+    specs of the components it takes (``compressor``, ``down_compressor``, ``sampler``: only those
+    in the class's ``uses``, compressor names known) and the run's ``label``.
+
+    :meth:`parse` is the one place a method's config is checked (``optsim`` validates every
+    config's methods with it when the config loads); :meth:`build` makes the method for a problem.
+    A pydantic ``ValidationError`` of the parameters propagates as it is (the config turns it into
+    one line naming the field)."""
+
+    cls: type[Method]
+    params: MethodParams
+    components: dict[str, Any]
+    label: str
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | str) -> "MethodSpec":
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ValueError(f"a method is a name or a mapping with a 'name', got {spec!r}")
+        own = dict(spec)
+        name = own.pop("name")
+        label = own.pop("label", None)
+        mcls = get_method(name)
+        comps = {k: own.pop(k) for k in COMPONENT_KEYS if k in own}
+        for k, c in comps.items():
+            if k not in mcls.uses:
+                raise ValueError(f"{mcls.name} takes no {k} (it uses: {', '.join(mcls.uses) or 'none'})")
+            if k != "sampler":
+                try:
+                    check_compressor_spec(c)
+                except ValueError as e:
+                    raise ValueError(f"{k}: {e}") from None
+        return cls(mcls, mcls.Params(**own), comps, str(label) if label is not None else mcls.name)
+
+    def build(self, problem: Problem, channel: Channel, seed: int = 0, float_bits: int = 32,
+              seeds: dict[str, int] | None = None) -> Method:
+        """The method on ``problem``, its components built for the problem's sizes, its random
+        streams derived from ``seed`` (``seeds``: per-component overrides)."""
+        mcls, comps = self.cls, self.components
+        ctx = Context(problem, channel, seed, seeds=dict(seeds or {}))
+        if "compressor" in mcls.uses:
+            ctx.compressor = make_compressor(comps.get("compressor"), mcls.component_dim("compressor", problem),
+                                             problem.n, float_bits)
+        if "down_compressor" in mcls.uses:
+            ctx.down_compressor = make_compressor(comps.get("down_compressor"),
+                                                  mcls.component_dim("down_compressor", problem), problem.n, float_bits)
+        if "sampler" in mcls.uses:
+            ctx.sampler = make_sampler(comps.get("sampler"), problem.n, problem.L_i)
+        return mcls(ctx, self.params)
+
+
+def build_method(spec: Mapping[str, Any] | MethodSpec, problem: Problem, channel: Channel, seed: int = 0,
                  float_bits: int = 32, seeds: dict[str, int] | None = None) -> Method:
-    """A method from its config mapping: ``name``, optional ``compressor``, ``down_compressor``,
-    ``sampler`` and the method's own parameters."""
-    spec = dict(spec)
-    spec.pop("label", None)
-    cls = get_method(spec.pop("name"))
-    comps = {k: spec.pop(k) for k in COMPONENT_KEYS if k in spec}
-    for k in comps:
-        if k not in cls.uses:
-            raise ValueError(f"method '{cls.name}' takes no {k} (it uses: {', '.join(cls.uses) or 'none'})")
-    params = cls.Params(**spec)
-    ctx = Context(problem, channel, seed, seeds=dict(seeds or {}))
-    if "compressor" in cls.uses:
-        ctx.compressor = make_compressor(comps.get("compressor"), cls.component_dim("compressor", problem),
-                                         problem.n, float_bits)
-    if "down_compressor" in cls.uses:
-        ctx.down_compressor = make_compressor(comps.get("down_compressor"),
-                                              cls.component_dim("down_compressor", problem), problem.n, float_bits)
-    if "sampler" in cls.uses:
-        ctx.sampler = make_sampler(comps.get("sampler"), problem.n, problem.L_i)
-    return cls(ctx, params)
+    """A method from its config mapping (``name``, optional ``compressor``, ``down_compressor``,
+    ``sampler``, ``label`` and the method's own parameters) or its :class:`MethodSpec`."""
+    if not isinstance(spec, MethodSpec):
+        spec = MethodSpec.parse(spec)
+    return spec.build(problem, channel, seed, float_bits, seeds)

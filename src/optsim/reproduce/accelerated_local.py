@@ -13,7 +13,7 @@ import torch
 
 from ..experiment import evaluate, parse_config
 from ..experiment.runner import Session
-from ..experiment.trace import Trace
+from ..trace import Trace
 from ..methods.local.personalized import moreau_prox, moreau_solution, personalized_solution
 from ..plots import plot_traces
 from ..problems import Quadratic

@@ -15,11 +15,11 @@ import torch
 
 from ..channel import Channel
 from ..experiment import run_method
-from ..experiment.runner import safe_filename
 from ..meter import Meter
 from ..methods.base import build_method
 from ..plots import plot_traces
 from ..problems import LogisticRegression, NonconvexLogisticRegression, Quadratic
+from ..trace import safe_filename
 from .common import first_reach, stop_config
 from .registry import Outcome, recipe
 

@@ -64,8 +64,8 @@ class RennalaSGD(EventMethod):
 
 class MVRParams(RennalaParams):
     #: MVR weight a in (0, 1] of the new gradient: d^k = g(x^k) + (1 - a)(d^{k-1} - g(x^{k-1}));
-    #: default min{1, B eps / sigma^2}
-    momentum: PositiveFloat | None = None
+    #: default min{1, B eps / sigma^2} (glossary: ``mvr_a``)
+    mvr_a: PositiveFloat | None = None
     #: gradients averaged for d^0 at x^0; default max{B, ceil(sigma^2 / eps)}
     B_init: PositiveInt | None = None
     #: mean-squared smoothness L_sigma (E||g(x;xi) - g(y;xi) - grad f(x) + grad f(y)||^2 <= L_sigma^2 ||x - y||^2);
@@ -107,9 +107,9 @@ class RennalaMVR(EventMethod):
         return max(1, math.ceil(math.sqrt(self.sigma2) * self.L_sigma / (self.problem.L * math.sqrt(self.params.eps))))
 
     @property
-    def momentum(self) -> float:
-        if self.params.momentum is not None:
-            return min(1.0, float(self.params.momentum))
+    def mvr_a(self) -> float:
+        if self.params.mvr_a is not None:
+            return min(1.0, float(self.params.mvr_a))
         s2 = self.sigma2
         return 1.0 if s2 == 0 else min(1.0, self.B * self.params.eps / s2)
 
@@ -121,12 +121,12 @@ class RennalaMVR(EventMethod):
         return float(ls) if ls is not None else float(self.problem.L_max)
 
     def theory_stepsize(self):
-        L, Ls, a = self.problem.L, self.L_sigma, self.momentum
+        L, Ls, a = self.problem.L, self.L_sigma, self.mvr_a
         g = 1.0 / (2.0 * L)
         return min(g, math.sqrt(a * self.B) / (2.0 * Ls)) if Ls > 0 else g
 
     def begin(self):
-        self._a = self.momentum
+        self._a = self.mvr_a
         s2 = self.sigma2 if self.params.B_init is None else 0.0
         self._Bk = int(self.params.B_init) if self.params.B_init is not None else max(self.B, math.ceil(s2 / self.params.eps))
         self._xprev = self.engine.x

@@ -7,9 +7,12 @@ pulls g_i towards h_i so that the compression error contracts. The estimators' r
 :mod:`optsim.estimators`'.
 """
 from __future__ import annotations
+
 import math
+
 import torch
 from pydantic import Field, PositiveInt
+
 from ...estimators import mvr, paired_minibatch, sarah
 from ..base import Method, MethodParams, register_method
 

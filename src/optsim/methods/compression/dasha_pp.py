@@ -1,14 +1,24 @@
 """DASHA-PP: DASHA with partial participation, with the gradient, PAGE and MVR estimators.
 """
 from __future__ import annotations
+
 import math
+
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt
+
 from ...estimators import mvr_increment, paired_minibatch
 from ...sampling import Independent, Nice
 from ..base import Method, MethodParams, register_method
-from .dasha import _start, dasha_stepsize, mvr_initial, mvr_momentum, page_probability, per_sample_smoothness
+from .dasha import (
+    _start,
+    dasha_stepsize,
+    mvr_initial,
+    mvr_momentum,
+    page_probability,
+    per_sample_smoothness,
+)
 
 __all__ = ["participation", "dasha_pp_stepsize", "dasha_pp_vr_stepsize", "DASHAPPParams", "DASHAPP", "DASHAPPPAGEParams", "DASHAPPPAGE", "DASHAPPMVRParams", "DASHAPPMVR"]
 

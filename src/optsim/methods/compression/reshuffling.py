@@ -7,14 +7,14 @@ time (:class:`optsim.problems.Reshuffler`), reshuffling at the end of each epoch
   optimization algorithms with random reshuffling and gradient compression", arXiv 2206.07021:
   :class:`QRR` (Q-RR, Alg. 1), :class:`DIANARR` (DIANA-RR, Alg. 2), :class:`QNASTYA`
   (Q-NASTYA, Alg. 3), :class:`DIANANASTYA` (DIANA-NASTYA, Alg. 4), and their with-replacement
-  baselines :class:`QSGD` (compressed minibatch SGD) and :class:`DIANASGD` (DIANA with minibatch
+  baselines :class:`QuantizedSGD` (``q_sgd``, compressed minibatch SGD; the quantizer is the ``qsgd`` compressor) and :class:`DIANASGD` (DIANA with minibatch
   stochastic gradients).
 * Malinovsky, Richtárik (2022), "Federated random reshuffling with compression and variance
   reduction", arXiv 2205.03914: :class:`FedCRR` (compressed FedRR), :class:`FedCRRVR` (DIANA-type
   shifts: no dependence on the compression variance) and :class:`FedCRRVR2` (additionally the
   controlled linear perturbations of Malinovsky et al. 2021: no shuffling variance at the optimum).
 
-One runner round is one communication as each paper defines it: Q-RR, DIANA-RR, QSGD and
+One runner round is one communication as each paper defines it: Q-RR, DIANA-RR, Q-SGD and
 DIANA-SGD communicate after every local step (one step = one round, an epoch is m_i / b rounds);
 the NASTYA and FedCRR methods run a whole local epoch and then communicate once (one round = one
 epoch). Clients with fewer samples take fewer local steps (m_i // b) and idle afterwards.
@@ -34,7 +34,7 @@ from pydantic import Field, PositiveInt
 from ...problems import Reshuffler
 from ..base import Method, MethodParams, register_method
 
-__all__ = ["QRR", "QSGD", "DIANARR", "DIANASGD", "QNASTYA", "DIANANASTYA", "FedCRR", "FedCRRVR", "FedCRRVR2"]
+__all__ = ["QRR", "QuantizedSGD", "DIANARR", "DIANASGD", "QNASTYA", "DIANANASTYA", "FedCRR", "FedCRRVR", "FedCRRVR2"]
 
 
 def _needs_samples(method: Method) -> None:
@@ -108,8 +108,8 @@ class QRR(_Shuffled):
 
 
 @register_method
-class QSGD(QRR):
-    """Distributed compressed minibatch SGD (QSGD: Alistarh, Grubic, Li, Tomioka, Vojnovic (2017),
+class QuantizedSGD(QRR):
+    """Distributed compressed minibatch SGD, method ``q_sgd`` (QSGD: Alistarh, Grubic, Li, Tomioka, Vojnovic (2017),
     "QSGD: communication-efficient SGD via gradient quantization and encoding", with any unbiased
     compressor): each client draws ``batch_size`` samples *with* replacement, x+ = x - gamma (1/n)
     sum_i Q(g_i). The with-replacement baseline of Q-RR (Sadiev et al. 2022 compare the two);

@@ -1,9 +1,12 @@
 """VR-MARINA: MARINA with minibatch gradient differences (finite sums).
 """
 from __future__ import annotations
+
 import math
+
 import torch
 from pydantic import Field, PositiveInt
+
 from ..base import MethodParams, register_method
 from ..baselines.variance_reduced import PAGE
 from .dasha import mean_sample_smoothness, per_sample_smoothness

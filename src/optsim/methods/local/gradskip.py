@@ -1,10 +1,13 @@
 """GradSkip and GradSkip+: ProxSkip in which clients also skip local gradient steps.
 """
 from __future__ import annotations
+
 import math
 from functools import cached_property
+
 import torch
 from pydantic import model_validator
+
 from ..base import register_method
 from .proxskip import ProxSkipParams, _Skip
 

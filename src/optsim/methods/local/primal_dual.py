@@ -32,11 +32,14 @@ gives tau ~ sqrt(mu L / 2), O(sqrt(kappa) log 1/eps) rounds and local subproblem
 n clients per round: O((n/C + sqrt(kappa n / C)) log 1/eps) rounds, the complexity 5GCS reports.
 """
 from __future__ import annotations
+
 import math
 from functools import cached_property
 from typing import Literal
+
 import torch
 from pydantic import PositiveFloat, PositiveInt
+
 from ...sampling import Independent
 from ..base import Method, MethodParams, register_method
 from .rounds import mu_min_of

@@ -5,11 +5,14 @@ channel, so the meter does not count them as communication rounds. ``x`` (what t
 evaluate) is the mean of the clients' local models, a diagnostic that is not sent.
 """
 from __future__ import annotations
+
 import math
 from functools import cached_property
 from typing import Literal
+
 import torch
 from pydantic import Field, PositiveInt
+
 from ...estimators import svrg
 from ..base import Method, MethodParams, register_method
 from .rounds import mu_min_of

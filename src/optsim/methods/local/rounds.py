@@ -6,10 +6,19 @@ Each local step of all participants is one batched oracle call (``_run_local``).
 the theory defaults are properties of the problem (``L_max``, ``local_mu``, ``L_sample_max``).
 """
 from __future__ import annotations
+
 from functools import cached_property
 from typing import Literal
+
 import torch
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
 from ...problems import Problem, Reshuffler
 from ...sampling import Independent
 from ..base import Method, MethodParams, register_method

@@ -8,10 +8,13 @@ each coordinate over its s owners, and each client corrects h_i only on the coor
 h_i += (eta / gamma) q_i * (xbar - x_i), which keeps sum_i h_i = 0.
 """
 from __future__ import annotations
+
 import math
 from functools import cached_property
+
 import torch
 from pydantic import Field, PositiveInt
+
 from ...sampling import Nice
 from ..base import Method, MethodParams, register_method
 from .rounds import mu_min_of

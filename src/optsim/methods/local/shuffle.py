@@ -1,9 +1,12 @@
 """Local training on reshuffled data: FedRR, FedShuffle and FedShuffle with momentum variance reduction.
 """
 from __future__ import annotations
+
 from functools import cached_property
+
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
+
 from ..base import MethodParams, register_method
 from .rounds import FedAvg, LocalParams, LocalTraining
 
@@ -87,8 +90,8 @@ class FedShuffle(LocalTraining):
 
 
 class FedShuffleMVRParams(FedShuffleParams):
-    #: momentum parameter a of the MVR estimator (a = 1: plain FedShuffle); default 0.1 (heuristic)
-    momentum: float = Field(0.1, gt=0, le=1)
+    #: MVR weight a of the new gradient (a = 1: plain FedShuffle); default 0.1 (heuristic)
+    mvr_a: float = Field(0.1, gt=0, le=1)
 
 
 @register_method
@@ -123,14 +126,14 @@ class FedShuffleMVR(FedShuffle):
         self.m = self.channel.uplink(self.problem.grads(x0.expand(self.n, self.d)))
 
     def _grad(self, Y, clients, idx):
-        a, k = self.params.momentum, Y.shape[0]
+        a, k = self.params.mvr_a, Y.shape[0]
         rows = torch.arange(self.n) if clients is None else torch.as_tensor(clients)
         both = self.problem.sample_grads(torch.cat([Y, self._x_round.expand(k, self.d)]), torch.cat([idx, idx]),
                                          torch.cat([rows, rows]))
         return both[:k] - (1 - a) * both[k:] + (1 - a) * self._m_round
 
     def step(self):
-        a = self.params.momentum
+        a = self.params.mvr_a
         S, x, m = self._start()
         self._m_round = self.channel.broadcast(self.m, clients=S)
         xp = self.channel.broadcast(self.x_prev, clients=S)

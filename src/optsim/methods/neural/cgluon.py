@@ -1,13 +1,17 @@
-"""Communication-efficient (compressed) Gluon: a compressed, variance-reduced gradient estimate and Gluon's layer-wise LMO step.
-"""
+"""Communication-efficient (compressed) Gluon: a compressed, variance-reduced gradient estimate
+(:mod:`optsim.estimators`, :mod:`optsim.mechanisms`) and Gluon's layer-wise LMO step on the server
+(the :class:`optsim.optim.Gluon` optimizer itself)."""
 from __future__ import annotations
+
 from typing import Literal
+
 import torch
 from pydantic import Field, PositiveInt
+
 from ...estimators import mvr, sarah
 from ...mechanisms import Feedback, MarinaEstimate, make_three_pc
 from ..base import Method, MethodParams, register_method
-from .optimizers import _check_norms, draw_indices, layout_lmo, layout_of
+from .optimizers import BatchedOptimizer, _check_norms, draw_indices, layout_of
 
 __all__ = ["CompressedGluonParams", "CompressedGluon"]
 
@@ -54,7 +58,8 @@ class CompressedGluon(Method):
        Richtárik et al. 2021, Alg. 1);
     3. Gluon's step on the server: M = beta M + (1 - beta) g (``momentum``; 0 gives M = g),
        x_{k+1} = x_k + gamma lmo(M) block by block (spectral ball for matrices, l2 ball for
-       vectors by default; ``gamma`` = stepsize = the radius of every block).
+       vectors by default; ``gamma`` = stepsize = the radius of every block) -- one step of the
+       :class:`optsim.optim.Gluon` optimizer on the server's model with g as its gradient.
 
     Identity compressor, ``sgd`` estimator, p = 1 and momentum beta is distributed Gluon
     (``dist_opt`` with ``gluon``); identity + ``sarah`` is the uncompressed variance-reduced
@@ -72,7 +77,7 @@ class CompressedGluon(Method):
     paper = "Qian, Gaponov, Malinovsky, Richtárik (2026), Communication-Efficient Gluon in FL (reconstructed rounds)"
     Params = CompressedGluonParams
     uses = ("compressor",)
-    state = ("x", "x_prev", "M", "v", "comm", "layout", "_fb", "_p")
+    state = ("x", "x_prev", "server", "v", "comm", "layout", "_fb", "_p")
 
     def check(self):
         _check_norms(self.params.matrix_norm, self.params.vector_norm)
@@ -105,7 +110,10 @@ class CompressedGluon(Method):
     def init(self, x0):
         self.layout = layout_of(self.problem)
         self.x = x0.clone()
-        self.M = torch.zeros_like(self.x)
+        prm = self.params
+        gluon = {"name": "gluon", "beta": prm.momentum, "spectral_method": prm.spectral_method}
+        self.server = BatchedOptimizer({**gluon, "norm": prm.matrix_norm}, self.x.view(1, self.d), self.layout,
+                                       self.gamma, {**gluon, "norm": prm.vector_norm}, split=True)
         self.v = None  # (n, d) client estimators
         self._p = self.p
         self._fb = self.feedback
@@ -152,8 +160,5 @@ class CompressedGluon(Method):
             else:
                 self.comm.move(self.compress(v - v_old), self.channel)
             self.v = v
-        self.M.lerp_(self.comm.g, 1.0 - prm.momentum)
-        step = layout_lmo(self.M.view(1, d), self.layout, prm.matrix_norm, prm.vector_norm,
-                          method=prm.spectral_method).view(d)
-        self.x_prev = self.x
-        self.x = self.x + self.gamma * step
+        self.x_prev = self.x.clone()
+        self.server.step(lambda: (self.comm.g.view(1, d), None))  # Gluon's step, in place on x

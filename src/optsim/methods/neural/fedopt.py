@@ -4,12 +4,24 @@ Neural networks have no computable smoothness constants, so these methods take a
 ``stepsize`` (the optimizer's ``lr``).
 """
 from __future__ import annotations
+
 from typing import Literal
+
 import torch
 from pydantic import PositiveFloat, PositiveInt
+
 from ...sampling import Independent
 from ..base import Method, MethodParams, register_method
-from .optimizers import BatchedOptimizer, OptSpec, _lr_conflict, _optimizer_stepsize, _split_spec, _validate_spec, draw_indices, layout_of
+from .optimizers import (
+    BatchedOptimizer,
+    OptSpec,
+    _lr_conflict,
+    _optimizer_stepsize,
+    _split_spec,
+    _validate_spec,
+    draw_indices,
+    layout_of,
+)
 
 __all__ = ["FedOptParams", "FedOpt", "LocalOptParams", "LocalOpt", "DistOptParams", "DistOpt"]
 
@@ -19,9 +31,9 @@ class FedOptParams(MethodParams):
     #: client optimizer: a name (``sgd``, ``adam``, ``muon``, ``gluon``, ...) or ``{name: ..., <arguments>}``;
     #: its ``lr`` is the method's ``stepsize``
     client_optimizer: OptSpec = "sgd"
-    #: server optimizer on the pseudo-gradient -(mean client update); ``sgd`` with server_lr 1 is FedAvg
+    #: server optimizer on the pseudo-gradient -(mean client update); ``sgd`` with server_stepsize 1 is FedAvg
     server_optimizer: OptSpec = "sgd"
-    server_lr: PositiveFloat = 1.0
+    server_stepsize: PositiveFloat = 1.0
     #: local steps per round
     local_steps: PositiveInt = 1
     #: samples per local step (uniform with replacement); None: full local gradients
@@ -40,8 +52,8 @@ class FedOpt(Method):
     x, each runs ``local_steps`` steps of the client optimizer (state reset every round) on its
     minibatch (or full local) gradients from y = x, and sends Delta_i = y_i - x (d floats); the
     server forms Delta = mean_{i in S} Delta_i (weights 1/(n p_i) for independent sampling) and
-    steps its optimizer on the pseudo-gradient -Delta with ``server_lr``. Client SGD with server
-    SGD and server_lr 1 is FedAvg (McMahan et al. 2017, Alg. 1); with one local step it is
+    steps its optimizer on the pseudo-gradient -Delta with ``server_stepsize``. Client SGD with server
+    SGD and server_stepsize 1 is FedAvg (McMahan et al. 2017, Alg. 1); with one local step it is
     minibatch SGD (or GD with full local gradients).
 
     Any :mod:`optsim.optim` or ``torch.optim`` optimizer can be the client or server optimizer
@@ -62,7 +74,7 @@ class FedOpt(Method):
             _validate_spec(self.params.vector_optimizer, f"{self.name}.vector_optimizer")
         _lr_conflict(self.params.client_optimizer, self.params, self.name)
         if "lr" in _split_spec(self.params.server_optimizer)[1]:
-            raise ValueError(f"{self.name}: give the server learning rate as 'server_lr'")
+            raise ValueError(f"{self.name}: give the server learning rate as 'server_stepsize'")
 
     def theory_stepsize(self):
         return _optimizer_stepsize(self.params.client_optimizer, self.name)
@@ -71,7 +83,7 @@ class FedOpt(Method):
         self.layout = layout_of(self.problem)
         self.x = x0.clone()
         self.server = BatchedOptimizer(self.params.server_optimizer, self.x.view(1, self.d), self.layout,
-                                       self.params.server_lr, self.params.vector_optimizer)
+                                       self.params.server_stepsize, self.params.vector_optimizer)
 
     def _participants(self):
         if self.sampler is None or self.sampler.is_full:
@@ -120,7 +132,7 @@ class FedOpt(Method):
 
 class LocalOptParams(FedOptParams):
     server_optimizer: Literal["sgd"] = "sgd"
-    server_lr: Literal[1.0] = 1.0
+    server_stepsize: Literal[1.0] = 1.0
 
 
 @register_method

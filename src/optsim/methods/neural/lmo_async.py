@@ -1,13 +1,16 @@
 """Asynchronous LMO momentum (Ringmaster LMO) and its synchronous counterpart, on the event engine.
 """
 from __future__ import annotations
+
 import math
 from typing import Literal
+
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt, model_validator
-from ..event import AsyncParams, EventMethod
+
 from ..base import register_method
+from ..event import AsyncParams, EventMethod
 from .optimizers import _check_norms, layout_lmo, layout_of
 
 __all__ = ["LMOAsyncParams", "RingmasterLMOParams", "RingmasterLMO", "MinibatchLMO"]

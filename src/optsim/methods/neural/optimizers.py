@@ -9,10 +9,13 @@ per-client, since they act coordinate by coordinate); layer-wise optimizers (Muo
 Gluon, ...) get one view per client and block, and batch their LMOs by shape across clients.
 """
 from __future__ import annotations
+
 import difflib
 import inspect
 from typing import Any, Callable
+
 import torch
+
 from ...optim import OPTIMIZERS
 from ...optim.lmo import LMOS, MATRIX_NORMS, apply_lmo
 from ...problems.neural import Layout
@@ -154,9 +157,14 @@ class BatchedOptimizer:
     ``step(grad_fn)`` with ``grad_fn() -> (G (m, d), losses (m,) or None)`` evaluated at the
     current ``Y`` on a fixed minibatch; optimizers that re-evaluate gradients (Gluon-MVR) call it
     again at their other points (each call is an oracle call, counted by the problem).
+
+    ``vector_spec`` optimizes the vector blocks (biases, gains) when ``spec``'s optimizer takes
+    matrices only (the Muon family), or always with ``split`` (e.g. Gluon with one norm for matrices
+    and another for vectors).
     """
 
-    def __init__(self, spec, Y: torch.Tensor, layout: Layout, lr: float | None = None, vector_spec=None):
+    def __init__(self, spec, Y: torch.Tensor, layout: Layout, lr: float | None = None, vector_spec=None,
+                 split: bool = False):
         self.Y, self.layout = Y, layout
         name, kw = _split_spec(spec)
         key, cls = optimizer_class(name)
@@ -166,7 +174,7 @@ class BatchedOptimizer:
             kw["lr"] = lr
         m = Y.shape[0]
         blocks = list(layout)
-        main = [b for b in blocks if b.is_matrix] if key in _MATRIX_ONLY else blocks
+        main = [b for b in blocks if b.is_matrix] if (key in _MATRIX_ONLY or split) else blocks
         rest = [b for b in blocks if b not in main]
         self.parts: list[_Part] = []
         self.needs_loss = key in _PER_CLIENT

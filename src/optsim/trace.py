@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Trace", "COLUMNS", "STATUSES"]
+__all__ = ["Trace", "COLUMNS", "STATUSES", "safe_filename"]
 
 #: Columns of every trace row (metrics a problem cannot give are NaN).
 COLUMNS = ("round", "comm_rounds", "bits_up", "bits_down", "grad_evals", "hess_evals", "sim_time",
            "wall_time", "loss", "f_gap", "grad_norm_sq", "dist_sq")
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+
+
+def safe_filename(label: str) -> str:
+    """A file name for a trace (or a tracker's folder) labelled ``label``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") or "run"
 
 
 @dataclass

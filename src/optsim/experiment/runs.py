@@ -1,0 +1,69 @@
+"""Running an experiment config: every method through the results store (or directly), each trace
+written to ``<out>/traces/`` as soon as its run ends, trackers fed, figures drawn.
+
+:func:`run` is what ``optsim run`` does; one run's bookkeeping is :class:`~optsim.experiment.runner.Session`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..plots import plot_config
+from ..problems import Problem
+from ..trace import Trace, safe_filename
+from .build import build_problem
+from .config import ExperimentConfig
+from .runner import run_method, validate_methods
+from .store import run_stored
+from .trackers import make_trackers
+
+__all__ = ["run", "summary_line"]
+
+
+def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = True,
+        problem: Problem | None = None, plot: bool = True, summary: bool = True, store=None,
+        force: bool | str = False) -> list[Trace]:
+    """Run every method of ``cfg``; each trace is written to ``out/traces/`` as soon as it ends
+    (an interrupted run is saved with status ``interrupted``), then the figures are drawn.
+
+    With a :class:`~optsim.experiment.store.ResultStore`, finished runs of the same config are
+    reused (``force`` redoes them; ``force="stale"`` only those another optsim build made) and runs
+    checkpoint into the store and resume from it.
+    """
+    out = Path(out or cfg.out)
+    problem = problem or build_problem(cfg)
+    validate_methods(cfg, problem)
+    trackers = make_trackers(cfg.trackers, out, cfg.name)
+    traces = []
+    for spec in cfg.methods:
+        trace = None
+        try:
+            if store is not None:
+                trace = run_stored(store, problem, spec, cfg, progress=progress, force=force, trackers=trackers)
+            else:
+                trace = run_method(problem, spec, cfg, progress=progress, trackers=trackers)
+        except KeyboardInterrupt as e:
+            trace = getattr(e, "trace", None)
+            raise
+        finally:
+            if trace is not None:
+                trace.save(out / "traces" / f"{safe_filename(trace.label)}.json")
+        traces.append(trace)
+        if summary:
+            print(summary_line(trace), file=sys.stderr)
+    if plot:
+        plot_config(traces, cfg, out)
+    return traces
+
+
+def summary_line(t: Trace) -> str:
+    """The one line ``optsim run`` prints for a finished run."""
+    metric = t.meta.get("metric", "f_gap")
+    msg = f"  {t.label:<24} {t.status:<9} rounds={t.last('round'):.0f} {metric}={t.last(metric):.3e}"
+    if t.meta.get("stored_by"):
+        msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --redo-stale recomputes it)"
+    elif t.meta.get("reused"):
+        msg += "  (reused from the results store)"
+    if t.status in ("failed", "diverged"):
+        msg += f"  ({t.meta.get('message', '')})"
+    return msg
