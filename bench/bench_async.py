@@ -27,7 +27,7 @@ from optsim.channel import Channel
 from optsim.clock import FixedTimes, Timing, mean_times
 from optsim.meter import Meter
 from optsim.methods import build_method
-from optsim.reproduce.asynchronous import StochasticQuadratic
+from optsim.problems import StochasticQuadratic
 
 
 def python_speed() -> float:

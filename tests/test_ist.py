@@ -125,7 +125,7 @@ def test_heterogeneous_fixed_point_is_biased_and_does_not_depend_on_gamma(het):
 
 
 def test_homogeneous_case_fixed_point_and_its_exact_special_case():
-    from optsim.reproduce.asynchronous import _homogeneous_quadratic
+    from optsim.reproduce.model_parallel import _homogeneous_quadratic
 
     for special in (False, True):
         p = _homogeneous_quadratic(6, 0, special)

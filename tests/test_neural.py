@@ -446,7 +446,7 @@ def _pa_reference(problem, x0, eta, grads_at, K):
 
 
 def test_parameter_agnostic_ringmaster_lmo_one_worker_is_synchronous_pa_lmo():
-    from optsim.reproduce.asynchronous import StochasticQuadratic
+    from optsim.problems import StochasticQuadratic
 
     eta, K = 0.7, 25
     # deterministic gradients: both methods equal the hand-written recursion iterate for iterate
@@ -478,7 +478,7 @@ def test_parameter_agnostic_ringmaster_lmo_one_worker_is_synchronous_pa_lmo():
 
 def test_parameter_agnostic_ringmaster_lmo_threshold_schedule():
     from optsim.clock import FixedTimes, Timing
-    from optsim.reproduce.asynchronous import StochasticQuadratic
+    from optsim.problems import StochasticQuadratic
 
     sq = StochasticQuadratic.generate(6, 5, L=1.0, mu=0.1, noise=0.1, seed=0)
     r, _ = _make(sq, {"name": "ringmaster_lmo", "stepsize": 0.5, "schedule": "parameter_agnostic"})
@@ -508,7 +508,7 @@ def test_parameter_agnostic_ringmaster_lmo_threshold_schedule():
 def test_parameter_agnostic_ringmaster_lmo_converges_without_constants():
     """No stepsize, no R, no sigma^2: the default eta = 1 reaches a small gradient on a noisy quadratic."""
     from optsim.clock import FixedTimes, Timing
-    from optsim.reproduce.asynchronous import StochasticQuadratic
+    from optsim.problems import StochasticQuadratic
 
     sq = StochasticQuadratic.generate(4, 10, L=1.0, mu=0.1, noise=0.1, seed=0)
     r, _ = _make(sq, {"name": "ringmaster_lmo", "schedule": "parameter_agnostic"})

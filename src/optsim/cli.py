@@ -60,7 +60,7 @@ def _cmd_list(args) -> int:
     if what == "methods":
         for name, cls in sorted(METHODS.items()):
             uses = f" [{', '.join(cls.uses)}]" if cls.uses else ""
-            print(f"{name:<14}{uses:<34} {cls.paper}")
+            print(f"{name:<14}{uses:<34} {cls.stepsize_source:<9} {cls.paper}")
     elif what == "compressors":
         for name, cls in sorted(COMPRESSORS.items()):
             print(f"{name:<12} {_first_line(cls.__doc__)}")

@@ -60,6 +60,12 @@ __all__ = ["Method", "TimedMethod", "MethodParams", "MethodSpec", "Context", "ME
 
 METHODS: dict[str, type["Method"]] = {}
 
+#: where a method's default stepsize comes from: ``theorem`` (the cited theorem's stepsize, as
+#: stated), ``reading`` (a theorem's form whose constants could not be re-checked against the
+#: paper's text), ``derived`` (our derivation or a documented conservative choice, e.g. where the
+#: paper gives no constant), ``explicit`` (no default: the user sets ``stepsize``)
+STEPSIZE_SOURCES = ("theorem", "reading", "derived", "explicit")
+
 #: Keys of a method's config that are not its Params.
 COMPONENT_KEYS = ("compressor", "down_compressor", "sampler")
 
@@ -102,6 +108,8 @@ class Method(Stateful):
     name: ClassVar[str] = ""
     #: "Authors (year), Title, Algorithm k"
     paper: ClassVar[str] = ""
+    #: where the default stepsize comes from (:data:`STEPSIZE_SOURCES`); the docstring says it in words
+    stepsize_source: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     uses: ClassVar[tuple[str, ...]] = ()
     #: init/step also run replica-stacked (see the module docstring)
@@ -290,6 +298,9 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator adding ``cls`` to :data:`METHODS` under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a name")
+    if cls.stepsize_source not in STEPSIZE_SOURCES:
+        raise ValueError(f"{cls.__name__} ({cls.name}) must say where its default stepsize comes from: "
+                         f"stepsize_source = one of {', '.join(STEPSIZE_SOURCES)}")
     METHODS[cls.name] = cls
     return cls
 

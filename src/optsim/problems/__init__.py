@@ -4,10 +4,12 @@ from .glm import GLMProblem, LeastSquares, LogisticRegression, NonconvexLogistic
 from .quadratic import Quadratic
 from .l0l1 import CoshProblem
 from .neural import Layout, NeuralProblem
+from .stochastic_quadratic import StochasticQuadratic
 
 #: Problem kinds by config name.
 PROBLEMS = {c.name: c for c in (LogisticRegression, NonconvexLogisticRegression, LeastSquares, Quadratic, NeuralProblem)}
 PROBLEMS[CoshProblem.name] = CoshProblem  # (L0, L1)-smooth test problem (built in code, not from YAML)
 
 __all__ = ["Problem", "Reshuffler", "SOLVE_TOL", "cache_dir", "GLMProblem", "LeastSquares",
-           "LogisticRegression", "NonconvexLogisticRegression", "Quadratic", "PROBLEMS", "Layout", "NeuralProblem"]
+           "LogisticRegression", "NonconvexLogisticRegression", "Quadratic", "StochasticQuadratic", "PROBLEMS", "Layout",
+           "NeuralProblem"]

@@ -1,7 +1,7 @@
 """Paper recipes (``optsim reproduce``)."""
 from .registry import PAPER_IDS, RECIPES, Outcome, Recipe, recipe, run_recipe, status_table
 from . import baselines  # noqa: F401  (registers the recipes)
-from . import asynchronous  # noqa: F401  (A1, A2, A3, L13)
+from . import asynchronous, model_parallel  # noqa: F401  (A2, A3, L13, baseline-ringleader; A1, A5)
 from . import compression  # noqa: F401  (C1 EF-BV, C2 shifted compression, C4 DASHA-PP)
 from . import local  # noqa: F401  (L2, L7, L8, L9, baseline-proxskip)
 from . import accelerated_local  # noqa: F401  (L1, L3, L4, L5, L6, L10, L11, L12)

@@ -108,7 +108,7 @@ def distance_aware_muon(out: Path, fast: bool) -> Outcome:
                    " in decades above the best run (diverged runs count as the initial loss): " +
                    ", ".join(f"{lab} {excess[lab]:.2f}" for lab in base) + "; spread log10(max/min) per rule: " +
                    ", ".join(f"{lab} {spread[lab]:.2f}" for lab in base) +
-                   f"; final losses: " + "; ".join(f"{lab} " + "/".join(f"{x:.3g}" for x in v) for lab, v in final.items()) +
+                   "; final losses: " + "; ".join(f"{lab} " + "/".join(f"{x:.3g}" for x in v) for lab, v in final.items()) +
                    f"; Muon's best scale x{best_muon:g}", figs)
 
 
@@ -145,7 +145,7 @@ def gluon_mvr(out: Path, fast: bool) -> Outcome:
         t = all_traces[f"{name} c={c:g} s{seeds[0]}"]
         curves[f"{name} (c={c:g})"] = (t["round"], t["grad_norm_sq"])
     figs = _figure(curves, out / "M3_grad_norm", "iterations", r"$\|\nabla f(x)\|^2$",
-                   f"M3: Gluon vs Gluon-MVR (digits tanh-MLP, 10 clients x 1 sample)")
+                   "M3: Gluon vs Gluon-MVR (digits tanh-MLP, 10 clients x 1 sample)")
     passed = best["Gluon-MVR-1"][0] < best["Gluon"][0]
     return Outcome(passed, f"mean ||grad f||^2 over the last 25% of {K} iterations (best constant c of {consts}, "
                            f"seeds {seeds}): " + ", ".join(f"{n} {g:.3g} (loss {f:.3g}, c={c:g})" for n, (g, f, c) in best.items()),
@@ -380,7 +380,7 @@ def _local_lmo(out: Path, fast: bool) -> Outcome:
               "schedules) over synchronous LMO momentum grows with the heterogeneity of the workers' compute times "
               "(tau_i = i^p, p = 0, 1, 2)")
 def ringmaster_lmo(out: Path, fast: bool) -> Outcome:
-    from .asynchronous import StochasticQuadratic
+    from ..problems import StochasticQuadratic
 
     n, d, target = 10, 20, 0.05
     powers = [0.0, 1.0, 2.0]

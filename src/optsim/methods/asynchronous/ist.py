@@ -74,6 +74,7 @@ class IST(Method):
     """
 
     name = "ist"
+    stepsize_source = "reading"
     state = ("x", "_c", "_q", "_owner")
     paper = "Shulgin, Richtárik (2023), Towards a better theoretical understanding of independent subnetwork training, arXiv 2306.16484, Alg. 1"
     Params = ISTParams

@@ -36,6 +36,7 @@ class AsyncLocalSGD(EventMethod):
     """
 
     name = "async_local_sgd"
+    stepsize_source = "derived"
     paper = "Asynchronous Local SGD (asynchronous baseline of Maziane, Mahran, Maranjyan, Richtarik (2026), LOSCAR-SGD)"
     Params = AsyncLocalParams
 
@@ -96,6 +97,7 @@ class LoscarSGD(TimedMethod):
     """
 
     name = "loscar_sgd"
+    stepsize_source = "reading"
     paper = "Maziane, Mahran, Maranjyan, Richtarik (2026), LOSCAR-SGD, Alg. 1"
     Params = LoscarParams
     state = ("x", "W", "k", "arrivals", "clock", "_K", "_comm", "_window", "_N", "_Q")

@@ -213,6 +213,7 @@ class PipeDream(_Pipeline):
     """
 
     name = "pipedream"
+    stepsize_source = "derived"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream; Harlap et al. (2018), PipeDream"
     state = ("x", "k", "arrivals", "clock", "log", "_blk", "_sched_M", "_events", "_pos", "_reads", "_kread",
              "_grad", "_left")
@@ -312,6 +313,7 @@ class RandomizedPipeDream(Method):
     """
 
     name = "rpd"
+    stepsize_source = "derived"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream, RPD"
     Params = RPDParams
     state = ("x", "_blk", "_tau", "_hist", "_h")
@@ -389,6 +391,7 @@ class LocalSGDPipe(_Pipeline):
     """
 
     name = "local_sgd_pipe"
+    stepsize_source = "reading"
     paper = "Ilin, Richtarik (2026), Demystifying pipeline parallelism: first theory for PipeDream (LocalSGD baseline); Stich (2019), Local SGD"
     Params = LocalPipeParams
     state = ("x", "k", "arrivals", "clock", "log", "_blk", "_ev_t", "_ev_s", "_ev_j", "_round", "_t0", "_pos", "_X",

@@ -32,6 +32,7 @@ class RennalaSGD(EventMethod):
     """
 
     name = "rennala_sgd"
+    stepsize_source = "theorem"
     paper = "Tyurin, Richtarik (2023), Optimal time complexities of parallel stochastic optimization methods, NeurIPS, Method 4, Thm. 7.2"
     Params = RennalaParams
     state = EventMethod.state + ("_B", "_acc", "_count")
@@ -92,6 +93,7 @@ class RennalaMVR(EventMethod):
     """
 
     name = "rennala_mvr"
+    stepsize_source = "derived"
     paper = "Tovmasyan, Maranjyan, Richtarik (2026), Rennala MVR, Alg. 1"
     Params = MVRParams
     job_work = 2.0

@@ -48,6 +48,7 @@ class RingleaderASGD(EventMethod):
     """
 
     name = "ringleader_asgd"
+    stepsize_source = "reading"
     paper = "Maranjyan, Richtarik (2025), Ringleader ASGD: the first asynchronous SGD with optimal time complexity under data heterogeneity, arXiv 2509.22860"
     Params = RingleaderParams
     state = EventMethod.state + ("_mean", "_cnt", "_gbar", "_next_mean", "_next_cnt", "_next_gbar", "_vmin",

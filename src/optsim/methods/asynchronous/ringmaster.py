@@ -29,6 +29,7 @@ class RingmasterASGD(EventMethod):
     """
 
     name = "ringmaster_asgd"
+    stepsize_source = "theorem"
     paper = "Maranjyan, Tyurin, Richtarik (2025), Ringmaster ASGD, ICML, Alg. 1-2, Thm. 4.1"
     Params = RingmasterParams
     state = EventMethod.state + ("_R", "_by_version")

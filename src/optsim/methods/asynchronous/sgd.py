@@ -21,6 +21,7 @@ class MinibatchSGD(EventMethod):
     """
 
     name = "minibatch_sgd"
+    stepsize_source = "reading"
     paper = "Minibatch SGD (baseline of Tyurin & Richtarik 2023, NeurIPS, 'Optimal time complexities ... fixed computation model')"
     state = EventMethod.state + ("_acc", "_count")
 
@@ -57,6 +58,7 @@ class ASGD(EventMethod):
     """
 
     name = "asgd"
+    stepsize_source = "reading"
     paper = "Mishchenko, Bach, Even, Woodworth (2022), Asynchronous SGD beats minibatch SGD under arbitrary delays, Alg. 1"
     state = EventMethod.state + ("_gam",)
 
@@ -108,6 +110,7 @@ class RescaledASGD(ASGD):
     """
 
     name = "rescaled_asgd"
+    stepsize_source = "derived"
     paper = "Mahran, Maranjyan, Richtarik (2026), Rescaled Asynchronous SGD, Alg. 1"
     Params = RescaledParams
 

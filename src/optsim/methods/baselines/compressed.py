@@ -24,6 +24,7 @@ class DCGD(Method):
     """
 
     name = "dcgd"
+    stepsize_source = "theorem"
     paper = "Khirirat, Feyzmahdavian, Johansson (2018), Distributed learning with compressed gradients, Alg. 1"
     replica_batched = True
     uses = ("compressor",)
@@ -64,6 +65,7 @@ class DIANA(Method):
     """
 
     name = "diana"
+    stepsize_source = "theorem"
     paper = "Mishchenko, Gorbunov, Takáč, Richtárik (2019), Distributed learning with compressed gradient differences, Alg. 1"
     uses = ("compressor",)
     Params = DIANAParams

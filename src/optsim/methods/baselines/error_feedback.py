@@ -90,6 +90,7 @@ class EF21(Method):
     """
 
     name = "ef21"
+    stepsize_source = "theorem"
     paper = "Richtárik, Sokolov, Fatkhullin (2021), EF21: a new, simpler, theoretically better, and practically faster error feedback, Alg. 1"
     uses = ("compressor", "sampler")
     Params = EF21Params
@@ -153,6 +154,7 @@ class EF21BC(Method):
     """
 
     name = "ef21_bc"
+    stepsize_source = "derived"
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtárik (2021), EF21 with bells & whistles, Alg. 5 (EF21-BC)"
     uses = ("compressor", "down_compressor")
     Params = EF21Params
@@ -201,6 +203,7 @@ class EF21P(Method):
     """
 
     name = "ef21_p"
+    stepsize_source = "derived"
     paper = "Gruntkowska, Tyurin, Richtárik (2023), EF21-P and friends, Alg. 2 (EF21-P + DIANA)"
     uses = ("compressor", "down_compressor")
     Params = DIANAParams
@@ -252,6 +255,7 @@ class EF(Method):
     """
 
     name = "ef"
+    stepsize_source = "derived"
     paper = "Seide et al. (2014), 1-bit SGD; Karimireddy et al. (2019), Error feedback fixes SignSGD, Alg. 2 (EF-SGD)"
     uses = ("compressor",)
     state = ("x", "E")

@@ -20,6 +20,7 @@ class GD(Method):
     """
 
     name = "gd"
+    stepsize_source = "theorem"
     paper = "Nesterov (2004), Introductory Lectures on Convex Optimization, Sec. 2.1.5 (gradient method)"
     replica_batched = True
 
@@ -102,6 +103,7 @@ class SGD(Method):
     """
 
     name = "sgd"
+    stepsize_source = "derived"
     paper = "Gower, Loizou, Qian, Sailanbayev, Shulgin, Richtárik (2019), SGD: general analysis and improved rates, Thm. 3.1"
     uses = ("sampler",)
     Params = SGDParams

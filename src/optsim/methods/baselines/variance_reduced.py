@@ -57,6 +57,7 @@ class MARINA(Method):
     """
 
     name = "marina"
+    stepsize_source = "theorem"
     paper = "Gorbunov, Burlachenko, Li, Richtárik (2021), MARINA: faster non-convex distributed learning with compression, Alg. 1 / Alg. 4 (PP-MARINA)"
     uses = ("compressor", "sampler")
     Params = MARINAParams
@@ -157,6 +158,7 @@ class PAGE(Method):
     """
 
     name = "page"
+    stepsize_source = "theorem"
     paper = "Li, Bao, Zhang, Richtárik (2021), PAGE: a simple and optimal probabilistic gradient estimator for nonconvex optimization, Alg. 1"
     Params = PAGEParams
     state = ("x", "est", "last_full")

@@ -139,6 +139,7 @@ class DASHA(_DASHABase):
     """
 
     name = "dasha"
+    stepsize_source = "reading"
     paper = ("Tyurin, Richtárik (2022), DASHA: distributed nonconvex optimization with communication compression, "
              "optimal oracle complexity, and no client synchronization, Alg. 1")
     replica_batched = True
@@ -173,6 +174,7 @@ class DASHAPAGE(_DASHABase):
     """
 
     name = "dasha_page"
+    stepsize_source = "reading"
     paper = "Tyurin, Richtárik (2022), DASHA, Alg. 1 with the PAGE estimator (DASHA-PAGE)"
     Params = DASHAPAGEParams
 
@@ -225,6 +227,7 @@ class DASHAMVR(_DASHABase):
     """
 
     name = "dasha_mvr"
+    stepsize_source = "reading"
     paper = "Tyurin, Richtárik (2022), DASHA, Alg. 1 with the MVR estimator (DASHA-MVR)"
     Params = DASHAMVRParams
 

@@ -201,6 +201,7 @@ class DASHAPP(_DASHAPPBase):
     """
 
     name = "dasha_pp"
+    stepsize_source = "derived"
     paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
              "nonconvex problems in the partial participation setting, Alg. 1 (DASHA-PP)")
 
@@ -258,6 +259,7 @@ class DASHAPPPAGE(_DASHAPPBase):
     """
 
     name = "dasha_pp_page"
+    stepsize_source = "derived"
     paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
              "nonconvex problems in the partial participation setting, Alg. 1 with the PAGE estimator (DASHA-PP-PAGE)")
     Params = DASHAPPPAGEParams
@@ -331,6 +333,7 @@ class DASHAPPMVR(_DASHAPPBase):
     """
 
     name = "dasha_pp_mvr"
+    stepsize_source = "derived"
     paper = ("Tyurin, Richtárik (2022), A computation and communication efficient method for distributed "
              "nonconvex problems in the partial participation setting, Alg. 1 with the MVR estimator (DASHA-PP-MVR)")
     Params = DASHAPPMVRParams

@@ -100,6 +100,7 @@ class Newton3PC(Method):
     """
 
     name = "newton_3pc"
+    stepsize_source = "reading"
     paper = ("Islamov, Qian, Hanzely, Safaryan, Richtárik (2022), Distributed Newton-type methods with "
              "communication compression and Bernoulli aggregation, Newton-3PC")
     uses = ("compressor",)
@@ -282,6 +283,7 @@ class FedNL(Newton3PC):
     """
 
     name = "fednl"
+    stepsize_source = "theorem"
     paper = ("Safaryan, Islamov, Qian, Richtárik (2021), FedNL: making Newton-type methods applicable to "
              "federated learning, Alg. 1")
     lagged = True
@@ -319,6 +321,7 @@ class Newton3PCBC(Newton3PC):
     """
 
     name = "newton_3pc_bc"
+    stepsize_source = "reading"
     paper = ("Islamov, Qian, Hanzely, Safaryan, Richtárik (2022), Distributed Newton-type methods with "
              "communication compression and Bernoulli aggregation, Newton-3PC-BC")
     uses = ("compressor", "down_compressor")
@@ -376,6 +379,7 @@ class Newton3PCPP(Newton3PC):
     """
 
     name = "newton_3pc_pp"
+    stepsize_source = "reading"
     paper = ("Islamov, Qian, Hanzely, Safaryan, Richtárik (2022), Distributed Newton-type methods with "
              "communication compression and Bernoulli aggregation, Newton-3PC with partial participation")
     uses = ("compressor", "sampler")

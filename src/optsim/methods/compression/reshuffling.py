@@ -88,6 +88,7 @@ class QRR(_Shuffled):
     """
 
     name = "q_rr"
+    stepsize_source = "reading"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 1 (Q-RR)")
     state = ("x", "rr")
@@ -117,6 +118,7 @@ class QuantizedSGD(QRR):
     unified SGD theory's DCGD bound (Gorbunov, Hanzely, Richtárik 2020) up to a factor 2."""
 
     name = "q_sgd"
+    stepsize_source = "reading"
     paper = "Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD: communication-efficient SGD via gradient quantization and encoding"
 
     def init(self, x0):
@@ -150,6 +152,7 @@ class DIANARR(_Shuffled):
     """
 
     name = "diana_rr"
+    stepsize_source = "reading"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 2 (DIANA-RR)")
     Params = DIANARRParams
@@ -209,6 +212,7 @@ class DIANASGD(_Shuffled):
     """
 
     name = "diana_sgd"
+    stepsize_source = "reading"
     paper = ("Mishchenko, Gorbunov, Takáč, Richtárik (2019), Distributed learning with compressed gradient "
              "differences, Alg. 1 (stochastic gradients)")
     Params = DIANASGDParams
@@ -336,6 +340,7 @@ class QNASTYA(_LocalRR):
     """
 
     name = "q_nastya"
+    stepsize_source = "reading"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 3 (Q-NASTYA)")
     state = ("x", "rows")
@@ -362,6 +367,7 @@ class DIANANASTYA(QNASTYA):
     """
 
     name = "diana_nastya"
+    stepsize_source = "reading"
     paper = ("Sadiev, Malinovsky, Gorbunov, Sokolov, Khaled, Burlachenko, Richtárik (2022), Federated optimization "
              "algorithms with random reshuffling and gradient compression, Alg. 4 (DIANA-NASTYA)")
     shifts = True
@@ -391,6 +397,7 @@ class FedCRR(_LocalRR):
     """
 
     name = "fedcrr"
+    stepsize_source = "derived"
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR (compressed FedRR)")
     normalized = False
@@ -411,6 +418,7 @@ class FedCRRVR(FedCRR):
     """
 
     name = "fedcrr_vr"
+    stepsize_source = "derived"
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR-VR")
     shifts = True
@@ -436,6 +444,7 @@ class FedCRRVR2(FedCRRVR):
     """
 
     name = "fedcrr_vr2"
+    stepsize_source = "derived"
     paper = ("Malinovsky, Richtárik (2022), Federated random reshuffling with compression and variance "
              "reduction, FedCRR-VR-2")
     control = True

@@ -109,6 +109,7 @@ class PAGEAS(Method):
     """
 
     name = "page_as"
+    stepsize_source = "reading"
     paper = ("Tyurin, Sun, Burlachenko, Richtárik (2022), Sharper rates and flexible framework for nonconvex SGD "
              "with client and data sampling (PAGE with arbitrary sampling)")
     uses = ("sampler",)

@@ -170,6 +170,7 @@ class EFBV(Method):
     """
 
     name = "ef_bv"
+    stepsize_source = "reading"
     paper = ("Condat, Yi, Richtárik (2022), EF-BV: a unified theory of error feedback and variance reduction "
              "mechanisms for biased and unbiased compression in distributed optimization, Alg. 1")
     uses = ("compressor",)
@@ -302,6 +303,7 @@ class DCGDShift(Method):
     """
 
     name = "dcgd_shift"
+    stepsize_source = "derived"
     paper = "Shulgin, Richtárik (2022), Shifted compression framework: generalizations and improvements, Alg. 1"
     uses = ("compressor", "down_compressor")
     Params = DCGDShiftParams

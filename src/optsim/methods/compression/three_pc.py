@@ -42,6 +42,7 @@ class ThreePCMethod(Method):
     """
 
     name = "three_pc"
+    stepsize_source = "reading"
     paper = ("Richtárik, Sokolov, Fatkhullin, Gasanov, Li, Gorbunov (2022), 3PC: three point compressors for "
              "communication-efficient distributed training and a better theory for lazy aggregation, Alg. 1")
     uses = ("compressor",)

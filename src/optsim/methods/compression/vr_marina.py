@@ -40,6 +40,7 @@ class VRMARINA(PAGE):
     """
 
     name = "vr_marina"
+    stepsize_source = "theorem"
     paper = "Gorbunov, Burlachenko, Li, Richtárik (2021), MARINA: faster non-convex distributed learning with compression, Alg. 2 (VR-MARINA)"
     uses = ("compressor",)
     Params = VRMARINAParams

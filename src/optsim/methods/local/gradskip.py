@@ -65,6 +65,7 @@ class GradSkip(_Skip):
     """
 
     name = "gradskip"
+    stepsize_source = "reading"
     paper = ("Maranjyan, Safaryan, Richtárik (2022), GradSkip: communication-accelerated local gradient methods "
              "with better computational complexity, Alg. 1")
     Params = GradSkipParams
@@ -147,6 +148,7 @@ class GradSkipPlus(GradSkip):
     """
 
     name = "gradskip_plus"
+    stepsize_source = "derived"
     paper = "Maranjyan, Safaryan, Richtárik (2022), GradSkip, Alg. 2 (GradSkip+)"
     uses = ("compressor",)
     Params = ProxSkipParams

@@ -102,6 +102,7 @@ class L2GD(Method):
     """
 
     name = "l2gd"
+    stepsize_source = "reading"
     paper = ("Bergou, Burlachenko, Dutta, Richtárik (2022), Personalized federated learning with communication "
              "compression (arXiv 2209.05148), compressed L2GD; Hanzely & Richtárik (2020), L2GD, Alg. 1")
     uses = ("compressor", "down_compressor")
@@ -285,6 +286,7 @@ class FOMAML(_Meta):
     """
 
     name = "fo_maml"
+    stepsize_source = "derived"
     paper = ("Mishchenko, Hanzely, Richtárik (2022), Convergence of first-order algorithms for meta-learning with "
              "Moreau envelopes (arXiv 2301.06806), FO-MAML")
 
@@ -307,6 +309,7 @@ class FOMuML(_Meta):
     """
 
     name = "fo_muml"
+    stepsize_source = "derived"
     paper = ("Mishchenko, Hanzely, Richtárik (2022), Convergence of first-order algorithms for meta-learning with "
              "Moreau envelopes (arXiv 2301.06806), multistep generalization of FO-MAML")
     Params = FOMuMLParams
@@ -362,6 +365,7 @@ class ClipLocalGD(LocalTraining):
     """
 
     name = "clip_local_gd"
+    stepsize_source = "derived"
     paper = ("Demidovich, Ostroukhov, Malinovsky, Horváth, Takáč, Richtárik, Gorbunov (2024), Methods with local "
              "steps and random reshuffling for generally smooth non-convex federated optimization "
              "(arXiv 2412.02781) -- our rendering")

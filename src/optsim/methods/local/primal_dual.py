@@ -320,6 +320,7 @@ class APDAInexact(_PrimalDual):
     """
 
     name = "apda_inexact"
+    stepsize_source = "derived"
     paper = ("Sadiev, Kovalev, Richtárik (2022), Communication acceleration of local gradient methods via an "
              "accelerated primal-dual algorithm with an inexact prox (arXiv 2207.03957) -- our rendering")
 
@@ -340,6 +341,7 @@ class FiveGCS(_PrimalDual):
     """
 
     name = "5gcs"
+    stepsize_source = "derived"
     paper = ("Grudzień, Malinovsky, Richtárik (2023), Can 5th generation local training methods support client "
              "sampling? Yes! (arXiv 2212.14370) -- our rendering")
     uses = ("sampler",)
@@ -373,6 +375,7 @@ class FiveGCSCC(_PrimalDual):
     """
 
     name = "5gcs_cc"
+    stepsize_source = "derived"
     paper = ("Grudzień, Malinovsky, Richtárik (2023), Improving accelerated federated learning with compression and "
              "importance sampling (arXiv 2306.03240) -- our rendering")
     uses = ("sampler", "compressor")

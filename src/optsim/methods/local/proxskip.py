@@ -98,6 +98,7 @@ class ProxSkip(_Skip):
     """
 
     name = "proxskip"
+    stepsize_source = "theorem"
     paper = ("Mishchenko, Malinovsky, Stich, Richtárik (2022), ProxSkip: yes! Local gradient steps provably lead to "
              "communication acceleration! Finally!, Alg. 2 (Scaffnew), Thm. 3.6")
 
@@ -140,6 +141,7 @@ class ProxSkipVR(_Skip):
     """
 
     name = "proxskip_vr"
+    stepsize_source = "reading"
     paper = ("Malinovsky, Yi, Richtárik (2022), Variance reduced ProxSkip: algorithm, theory and application to "
              "federated learning (ProxSkip-LSVRG / ProxSkip-SAGA)")
     Params = ProxSkipVRParams

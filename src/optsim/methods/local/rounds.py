@@ -204,6 +204,7 @@ class FedAvg(LocalTraining):
     """
 
     name = "fedavg"
+    stepsize_source = "reading"
     paper = ("McMahan et al. (2017), Communication-efficient learning of deep networks from decentralized data, "
              "Alg. 1; stepsize: Karimireddy et al. (2020), SCAFFOLD, Thm. I")
     Params = FedAvgParams
@@ -226,6 +227,7 @@ class LocalSGD(FedAvg):
     available). Same default stepsize as :class:`FedAvg`."""
 
     name = "local_sgd"
+    stepsize_source = "reading"
     paper = "Stich (2019), Local SGD converges fast and communicates little (= FedAvg with eta_g = 1)"
 
 
@@ -250,6 +252,7 @@ class FedProx(LocalTraining):
     """
 
     name = "fedprox"
+    stepsize_source = "derived"
     paper = "Li, Sahu, Zaheer, Sanjabi, Talwalkar, Smith (2020), Federated optimization in heterogeneous networks, Alg. 2"
     Params = FedProxParams
 
@@ -299,6 +302,7 @@ class Scaffold(LocalTraining):
     """
 
     name = "scaffold"
+    stepsize_source = "reading"
     paper = "Karimireddy et al. (2020), SCAFFOLD: stochastic controlled averaging for federated learning, Alg. 1, Thm. III"
     Params = ScaffoldParams
     state = ("x", "c", "C")
@@ -358,6 +362,7 @@ class FedNova(LocalTraining):
     """
 
     name = "fednova"
+    stepsize_source = "reading"
     paper = ("Wang, Liu, Liang, Joshi, Poor (2020), Tackling the objective inconsistency problem in heterogeneous "
              "federated optimization (FedNova normalized averaging)")
 

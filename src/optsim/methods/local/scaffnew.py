@@ -137,6 +137,7 @@ class CompressedScaffnew(_ScaffnewCompressed):
     """
 
     name = "compressed_scaffnew"
+    stepsize_source = "reading"
     paper = ("Condat, Agarský, Richtárik (2022), Provably doubly accelerated federated learning: the first "
              "theoretically successful combination of local training and communication compression "
              "(arXiv 2210.13277), Alg. 1")
@@ -191,6 +192,7 @@ class TAMUNA(_ScaffnewCompressed):
     """
 
     name = "tamuna"
+    stepsize_source = "reading"
     paper = ("Condat, Agarský, Malinovsky, Richtárik (2023), TAMUNA: doubly accelerated distributed optimization "
              "with local training, compression, and partial participation (arXiv 2302.09832), Alg. 1")
     uses = ("sampler",)

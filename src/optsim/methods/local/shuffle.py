@@ -33,6 +33,7 @@ class FedRR(FedAvg):
     """
 
     name = "fedrr"
+    stepsize_source = "reading"
     paper = "Mishchenko, Khaled, Richtárik (2022), Proximal and federated random reshuffling, FedRR"
     Params = FedRRParams
 
@@ -68,6 +69,7 @@ class FedShuffle(LocalTraining):
     """
 
     name = "fedshuffle"
+    stepsize_source = "derived"
     paper = ("Horváth, Sanjabi, Xiao, Richtárik, Morcos (2022), FedShuffle: recipes for better use of local work "
              "in federated learning")
     Params = FedShuffleParams
@@ -115,6 +117,7 @@ class FedShuffleMVR(FedShuffle):
     """
 
     name = "fedshuffle_mvr"
+    stepsize_source = "derived"
     paper = ("Horváth, Sanjabi, Xiao, Richtárik, Morcos (2022), FedShuffle (FedShuffleMVR); MVR as in MimeMVR "
              "(Karimireddy et al. 2020) -- our rendering, see docstring")
     Params = FedShuffleMVRParams

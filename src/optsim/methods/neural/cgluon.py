@@ -74,6 +74,7 @@ class CompressedGluon(Method):
     """
 
     name = "cgluon"
+    stepsize_source = "explicit"
     paper = "Qian, Gaponov, Malinovsky, Richtárik (2026), Communication-Efficient Gluon in FL (reconstructed rounds)"
     Params = CompressedGluonParams
     uses = ("compressor",)

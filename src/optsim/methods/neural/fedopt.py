@@ -62,6 +62,7 @@ class FedOpt(Method):
     """
 
     name = "fedopt"
+    stepsize_source = "explicit"
     paper = "Reddi et al. (2021), Adaptive Federated Optimization, Alg. 1 (FedOpt)"
     Params = FedOptParams
     uses = ("sampler",)
@@ -142,6 +143,7 @@ class LocalOpt(FedOpt):
     (arXiv:1805.09767) for the SGD case; the client optimizer may be any optimizer."""
 
     name = "local_opt"
+    stepsize_source = "explicit"
     paper = "Stich (2019), Local SGD converges fast and communicates little (model averaging), any client optimizer"
     Params = LocalOptParams
 
@@ -175,6 +177,7 @@ class DistOpt(Method):
     """
 
     name = "dist_opt"
+    stepsize_source = "explicit"
     paper = "Distributed minibatch training with a server optimizer (e.g. Gluon: Riabinin et al. 2025, Alg. 1)"
     Params = DistOptParams
     state = ("x", "layout", "server")

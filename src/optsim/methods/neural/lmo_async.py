@@ -136,6 +136,7 @@ class RingmasterLMO(_LMOEvent):
     """
 
     name = "ringmaster_lmo"
+    stepsize_source = "explicit"
     paper = "Sadiev, Maranjyan, Ilin, Richtárik (2026), Ringmaster LMO, Alg. 1 (constant or parameter-agnostic schedules)"
     Params = RingmasterLMOParams
     state = _LMOEvent.state + ("_R",)
@@ -176,6 +177,7 @@ class MinibatchLMO(_LMOEvent):
     (the schedules of parameter-agnostic Ringmaster LMO, Sadiev et al. 2026, with every delay 0)."""
 
     name = "minibatch_lmo"
+    stepsize_source = "explicit"
     paper = "Synchronous LMO momentum (Gluon, Riabinin et al. 2025, Alg. 1) with n workers"
     state = _LMOEvent.state + ("_acc", "_count")
 
