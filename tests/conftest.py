@@ -32,3 +32,16 @@ def glm_data():
     features = [rng.standard_normal((m, 4)) * (1 + i) for i, m in enumerate(sizes)]
     labels = [np.where(rng.random(m) < 0.5, 1.0, -1.0) for m in sizes]
     return features, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_logreg():
+    """Logistic regression with 6 clients x 20 samples, d = 8, lambda = 0.1 (runs every method in a blink)."""
+    from optsim.problems import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, m, d = 6, 20, 8
+    A = rng.standard_normal((n * m, d))
+    y = np.where(A @ rng.standard_normal(d) > 0, 1.0, -1.0)
+    return LogisticRegression([A[i * m:(i + 1) * m] for i in range(n)], [y[i * m:(i + 1) * m] for i in range(n)],
+                              lam=0.1)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from optsim.experiment import ConfigError, parse_config, run_method
 from optsim.experiment.runner import validate_methods
 from optsim.methods import METHODS
-from optsim.problems import LogisticRegression
 
 #: methods whose theory needs constants this problem cannot give (noise level, (L0, L1)
 #: constants, an optimizer's own theory): they must say so before running
@@ -22,13 +20,8 @@ NO_CHANNEL = {"pipedream", "rpd", "local_sgd_pipe"}
 
 
 @pytest.fixture(scope="module")
-def problem():
-    rng = np.random.default_rng(0)
-    n, m, d = 6, 20, 8
-    A = rng.standard_normal((n * m, d))
-    y = np.where(A @ rng.standard_normal(d) > 0, 1.0, -1.0)
-    return LogisticRegression([A[i * m:(i + 1) * m] for i in range(n)], [y[i * m:(i + 1) * m] for i in range(n)],
-                              lam=0.1)
+def problem(tiny_logreg):
+    return tiny_logreg
 
 
 def _spec(name):

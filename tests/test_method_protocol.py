@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from optsim.experiment import build_problem, parse_config
 from optsim.experiment.runner import Session
 from optsim.methods import METHODS, EventMethod, Method, TimedMethod
-from optsim.problems import LogisticRegression
 from optsim.state import undeclared_state
 
 #: methods that run on a noisy quadratic against simulated time
@@ -25,14 +23,8 @@ NET = {"name": "neural", "clients": 3, "hidden": [5], "size": 90}
 
 
 @pytest.fixture(scope="module")
-def problems():
-    rng = np.random.default_rng(0)
-    n, m, d = 6, 20, 8
-    A = rng.standard_normal((n * m, d))
-    y = np.where(A @ rng.standard_normal(d) > 0, 1.0, -1.0)
-    logreg = LogisticRegression([A[i * m:(i + 1) * m] for i in range(n)], [y[i * m:(i + 1) * m] for i in range(n)],
-                                lam=0.1)
-    return {"logreg": logreg,
+def problems(tiny_logreg):
+    return {"logreg": tiny_logreg,
             "quad": build_problem(parse_config({"problem": QUAD, "methods": ["gd"]})),
             "neural": build_problem(parse_config({"threads": 1, "problem": NET, "methods": ["gd"]}))}
 

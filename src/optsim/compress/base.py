@@ -207,6 +207,4 @@ def check_compressor_spec(spec: Any) -> None:
         return
     name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
     if name not in COMPRESSORS:
-        close = difflib.get_close_matches(str(name), list(COMPRESSORS), n=2)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown compressor '{name}'{hint} (see `optsim list compressors`)")
+        raise _unknown("compressor", name, COMPRESSORS)
