@@ -116,6 +116,7 @@ def test_state_is_declared_and_resume_is_exact(problems, name):
     assert a.keys() == b.keys()
     for col in a:
         assert _same(a[col], b[col]), f"{name}: column {col} differs after resuming"
+    assert resumed.trace.meta.pop("resumed_from") == 3
     assert {k: v for k, v in whole.trace.meta.items() if k != "wall_time"} == \
         {k: v for k, v in resumed.trace.meta.items() if k != "wall_time"}
 

@@ -40,7 +40,7 @@ from ..problems import Problem
 from ..state import map_state
 from ..trace import Trace
 from .config import ExperimentConfig
-from .runner import Session, evaluate, evaluate_many, threads_for
+from .runner import RoundBoundary, Session, evaluate, evaluate_many, threads_for
 
 __all__ = ["run_batched"]
 
@@ -266,17 +266,23 @@ class _Stack:
         return s
 
     def run(self, on_checkpoint, checkpoint_every: int) -> None:
+        boundary = RoundBoundary()
         try:
-            self.start()
-            while self.live():
-                self.step()
-                if on_checkpoint and checkpoint_every and self.lead.k % checkpoint_every == 0:
-                    for i in self.live():
-                        on_checkpoint(i, self.materialize(i))
+            with boundary:
+                boundary.round_starts()
+                self.start()
+                boundary.round_ends()
+                while self.live():
+                    boundary.round_starts()
+                    self.step()
+                    if on_checkpoint and checkpoint_every and self.lead.k % checkpoint_every == 0:
+                        for i in self.live():
+                            on_checkpoint(i, self.materialize(i))
+                    boundary.round_ends()
         except KeyboardInterrupt:
             for i in self.live():
                 self.reps[i].interrupt()
-                if on_checkpoint:
+                if on_checkpoint and boundary.between_rounds:
                     on_checkpoint(i, self.materialize(i))
             raise
         except ReplicaMismatch:
@@ -354,20 +360,26 @@ def _run_lockstep(problem: Problem, ids: list[int], specs, cfgs, on_checkpoint, 
             if on_checkpoint and checkpoint_every and s.running and s.k % checkpoint_every == 0:
                 on_checkpoint(i, s)
 
+    boundary = RoundBoundary()
     try:
-        fresh = [i for i in live_sessions if not (resume and resume[i] is not None)]
-        if fresh:
-            advance(fresh, lambda s: s.start)
-        while True:
-            live = [i for i, s in live_sessions.items() if s.running]
-            if not live:
-                break
-            advance(live, lambda s: s.step)
+        with boundary:
+            fresh = [i for i in live_sessions if not (resume and resume[i] is not None)]
+            boundary.round_starts()
+            if fresh:
+                advance(fresh, lambda s: s.start)
+            boundary.round_ends()
+            while True:
+                live = [i for i, s in live_sessions.items() if s.running]
+                if not live:
+                    break
+                boundary.round_starts()
+                advance(live, lambda s: s.step)
+                boundary.round_ends()
     except KeyboardInterrupt:
         for i, s in live_sessions.items():
             if s.running:
                 s.interrupt()
-                if on_checkpoint:
+                if on_checkpoint and boundary.between_rounds:
                     on_checkpoint(i, s)
         raise
     return {i: s.trace if s is not None else traces[i] for i, s in sessions.items()}

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -29,7 +31,7 @@ from ..problems import Problem
 from ..trace import Trace
 from .config import ExperimentConfig
 
-__all__ = ["Session", "run_method", "evaluate", "evaluate_many", "validate_methods", "threads_for"]
+__all__ = ["Session", "run_method", "evaluate", "evaluate_many", "validate_methods", "threads_for", "RoundBoundary"]
 
 
 #: below this many flops per batched gradient, one CPU thread is faster than several
@@ -236,6 +238,49 @@ class Session:
         self.trace = Trace.from_dict(s["trace"])
         self.trace.status = "running"
         self.trace.meta.pop("message", None)
+        self.trace.meta["resumed_from"] = self.k
+
+
+class RoundBoundary:
+    """Ctrl-C waits for the end of the round, so that a run stops in a state it can resume exactly.
+
+    Inside ``with RoundBoundary() as stop:`` (main thread only) the first SIGINT is held: the loop
+    calls ``stop.check()`` between rounds, which raises KeyboardInterrupt there. A second Ctrl-C
+    interrupts at once. ``between_rounds`` tells an interrupted run whether its state is a round
+    boundary (checkpoint it) or half a round (keep the last checkpoint: resuming from a half-done
+    round would count its work twice).
+    """
+
+    def __init__(self):
+        self.pending = False
+        self.between_rounds = True
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.pending or self.between_rounds:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __enter__(self) -> "RoundBoundary":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def round_starts(self) -> None:
+        self.between_rounds = False
+
+    def round_ends(self) -> None:
+        """The round is complete: a held Ctrl-C interrupts now."""
+        self.between_rounds = True
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def run_method(problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, progress: bool = True,
@@ -245,38 +290,48 @@ def run_method(problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, pr
     """Run one method (its config mapping ``spec``) on ``problem`` under ``cfg``'s stop rules.
 
     ``resume``: continue from a checkpoint; ``checkpoint(session)`` is called every
-    ``checkpoint_every`` rounds and when the run is interrupted. A failed run returns its trace
-    with status ``failed``; an interrupted one (Ctrl-C) is marked ``interrupted``, checkpointed,
-    and the KeyboardInterrupt goes on (``exc.trace`` holds the trace). ``backend``: a real transport
-    for this rank's part of a multi-process run (:mod:`optsim.distributed`); None simulates.
+    ``checkpoint_every`` rounds and when the run is interrupted at a round boundary (Ctrl-C waits
+    for the round to end: :class:`RoundBoundary`; an interruption inside a round keeps the last
+    checkpoint). A failed run returns its trace with status ``failed``; an interrupted one is
+    marked ``interrupted`` and the KeyboardInterrupt goes on (``exc.trace`` holds the trace).
+    ``backend``: a real transport for this rank's part of a multi-process run
+    (:mod:`optsim.distributed`); None simulates.
     """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads_for(cfg, problem))
     session = None
+    boundary = RoundBoundary()
     try:
-        session = Session(problem, spec, cfg, trackers, backend=backend)
-        session.attach()
-        if resume is not None:
-            session.restore(resume)
-        else:
-            session.start(x0)
-            session.end_round()
-        bar = tqdm(total=cfg.stop.max_rounds, initial=session.k, desc=session.trace.label,
-                   disable=None if progress else True, leave=False, file=sys.stderr, dynamic_ncols=True)
-        with bar:
-            while session.running:
-                session.step()
+        with boundary:
+            session = Session(problem, spec, cfg, trackers, backend=backend)
+            session.attach()
+            boundary.round_starts()
+            if resume is not None:
+                session.restore(resume)
+            else:
+                session.start(x0)
                 session.end_round()
-                if checkpoint is not None and checkpoint_every and session.k % checkpoint_every == 0 and session.running:
-                    checkpoint(session)
-                if session.k % session.log_every == 0:
-                    bar.update(session.k - bar.n)
-                    bar.set_postfix_str(f"{session.metric}={session.trace.last(session.metric):.3e}", refresh=False)
+            boundary.round_ends()
+            bar = tqdm(total=cfg.stop.max_rounds, initial=session.k, desc=session.trace.label,
+                       disable=None if progress else True, leave=False, file=sys.stderr, dynamic_ncols=True)
+            with bar:
+                while session.running:
+                    boundary.round_starts()
+                    session.step()
+                    session.end_round()
+                    if checkpoint is not None and checkpoint_every and session.k % checkpoint_every == 0 \
+                            and session.running:
+                        checkpoint(session)
+                    if session.k % session.log_every == 0:
+                        bar.update(session.k - bar.n)
+                        bar.set_postfix_str(f"{session.metric}={session.trace.last(session.metric):.3e}",
+                                            refresh=False)
+                    boundary.round_ends()
         return session.trace
     except KeyboardInterrupt as e:
         if session is not None:
             session.interrupt()
-            if checkpoint is not None:
+            if checkpoint is not None and boundary.between_rounds:
                 checkpoint(session)
             e.trace = session.trace
         raise

@@ -64,6 +64,8 @@ def summary_line(t: Trace) -> str:
         msg += f"  (reused from the results store, made by optsim {t.meta['stored_by']}: --redo-stale recomputes it)"
     elif t.meta.get("reused"):
         msg += "  (reused from the results store)"
+    if t.meta.get("resumed_from") is not None and not t.meta.get("reused"):
+        msg += f"  (resumed from round {t.meta['resumed_from']:g})"
     if t.status in ("failed", "diverged"):
         msg += f"  ({t.meta.get('message', '')})"
     return msg
