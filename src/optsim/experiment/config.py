@@ -311,6 +311,9 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     if e["type"] == "missing":
         return f"{where}: required field is missing"
     msg = e["msg"]
+    if e["type"] == "value_error":  # our own validators: the message names the field and the fix
+        msg = msg.removeprefix("Value error, ")
+        return msg if msg.startswith(where.split(".")[0]) else f"{where}: {msg}"
     if e["type"] in ("literal_error", "union_tag_invalid"):
         msg = msg.replace("Input should be", "must be one of").replace("Input tag", "name")
     return f"{where}: {msg} (got {e.get('input')!r})"
@@ -320,6 +323,12 @@ def parse_config(data: dict) -> ExperimentConfig:
     """Validate a config mapping; raises :class:`ConfigError` with a one-line message."""
     if not isinstance(data, dict):
         raise ConfigError("a config is a mapping with at least 'problem' and 'methods'")
+    known = list(ExperimentConfig.model_fields)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"config error: unknown key '{key}'{hint} (allowed: {', '.join(known)})")
     try:
         return ExperimentConfig(**data)
     except ValidationError as e:
@@ -367,9 +376,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     if not path.exists():
         raise ConfigError(f"config file '{path}' not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML is nested too deeply to be a config") from None
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override '{ov}' must look like key.sub=value")

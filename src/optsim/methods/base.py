@@ -339,6 +339,8 @@ class MethodSpec:
         name = own.pop("name")
         label = own.pop("label", None)
         mcls = get_method(name)
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"label must be a text, got {label!r}: quote it (label: \"{label}\")")
         comps = {k: own.pop(k) for k in COMPONENT_KEYS if k in own}
         for k, c in comps.items():
             if k not in mcls.uses:
