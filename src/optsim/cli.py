@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ __all__ = ["main"]
 def _store(args):
     from .experiment.store import ResultStore
 
-    return ResultStore(args.store) if getattr(args, "store", None) else ResultStore()
+    salvage = bool(getattr(args, "salvage", False))
+    return ResultStore(args.store, salvage=salvage) if getattr(args, "store", None) else ResultStore(salvage=salvage)
 
 
 def _cmd_run(args) -> int:
@@ -305,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--experiment")
     ru.add_argument("--status", choices=["running", "finished", "diverged", "failed", "interrupted"])
     ru.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    ru.add_argument("--salvage", action="store_true",
+                    help="export: read a damaged store read-only, keeping the runs that can be read")
     ru.add_argument("--out")
     ru.add_argument("--store")
     ru.set_defaults(func=_cmd_runs)
@@ -335,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"optsim: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:
+        print(f"optsim: error: the results store cannot be read ({e}); it may be damaged: move it aside and "
+              "`optsim runs export --store FILE --salvage` what can still be read", file=sys.stderr)
         return 2
 
 

@@ -258,18 +258,21 @@ class RoundBoundary:
 
     def _handler(self, signum, frame):
         if self.pending or self.between_rounds:
+            if callable(self._previous) and self._previous is not signal.default_int_handler:
+                return self._previous(signum, frame)
             raise KeyboardInterrupt
         self.pending = True
 
     def __enter__(self) -> "RoundBoundary":
         if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
     def __exit__(self, *exc) -> bool:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
         return False
 
     def round_starts(self) -> None:

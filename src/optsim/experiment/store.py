@@ -143,26 +143,83 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-class ResultStore:
-    """A SQLite results database (created on first use). Safe to use from several processes."""
+class StoreDamaged(RuntimeError):
+    """The results store's file is not a healthy SQLite database (overwritten, truncated, corrupted)."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: Path, detail: str):
+        detail = " ".join(str(detail).split())[:200]
+        super().__init__(f"the results store {path} is damaged ({detail}); nothing was written to it: move it aside "
+                         f"(mv {path} {path}.damaged) to start a new one, and `optsim runs export --store "
+                         f"{path}.damaged --salvage` saves the runs that can still be read")
+
+
+#: store files checked in this process, by path, size and modification time (a healthy file is checked
+#: once per process until something else changes it)
+_CHECKED: set[tuple] = set()
+
+
+class ResultStore:
+    """A SQLite results database (created on first use). Safe to use from several processes.
+
+    The first connection of a process to an existing file runs SQLite's ``quick_check``; a file
+    that fails it (or that SQLite cannot read) raises :class:`StoreDamaged` before anything is
+    written, and so does a database error later on. ``salvage=True`` opens a damaged file
+    read-only, without the check, to read what can still be read (``optsim runs export --salvage``).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, salvage: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.salvage = bool(salvage)
+        if not self.salvage:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
         self._pid = None
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # never share a connection across fork
-            self._conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=120000")
-            self._conn.executescript(_SCHEMA)
+            self._conn = self._open()
             self._pid = os.getpid()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.salvage:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=120, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            return conn
+        existing = self.path.exists() and self.path.stat().st_size > 0
+        key = (str(self.path.resolve()), self.path.stat().st_size, self.path.stat().st_mtime_ns) if existing else None
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=120000")
+            if existing and key not in _CHECKED:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise StoreDamaged(self.path, result)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            raise StoreDamaged(self.path, e) from None
+        except StoreDamaged:
+            conn.close()
+            raise
+        if key is not None:
+            _CHECKED.add(key)
+        return conn
+
+    def _read(self, query: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of a read query; a damaged file raises :class:`StoreDamaged`."""
+        try:
+            return self.conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise StoreDamaged(self.path, e) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -170,21 +227,21 @@ class ResultStore:
             self._conn = None
 
     def __getstate__(self):
-        return {"path": self.path}
+        return {"path": self.path, "salvage": self.salvage}
 
     def __setstate__(self, state):
-        self.__init__(state["path"])
+        self.__init__(state["path"], salvage=state.get("salvage", False))
 
     def _tx(self):
-        return _Transaction(self.conn)
+        return _Transaction(self)
 
     # ---- runs ------------------------------------------------------------------------------------
     def get(self, key: str | int) -> sqlite3.Row | None:
         """A run by id, hash or unique hash prefix."""
-        c = self.conn
         if isinstance(key, int) or str(key).isdigit():
-            return c.execute("SELECT * FROM runs WHERE id = ?", (int(key),)).fetchone()
-        rows = c.execute("SELECT * FROM runs WHERE hash LIKE ?", (f"{key}%",)).fetchall()
+            rows = self._read("SELECT * FROM runs WHERE id = ?", (int(key),))
+            return rows[0] if rows else None
+        rows = self._read("SELECT * FROM runs WHERE hash LIKE ?", (f"{key}%",))
         return rows[0] if len(rows) == 1 else None
 
     def claim(self, h: str, cfg: ExperimentConfig, spec: dict[str, Any],
@@ -241,15 +298,48 @@ class ResultStore:
                " wall_time, rounds, final_metric, message"
         where = " AND ".join(f"{k} = ?" for k in filters)
         q = f"SELECT {cols} FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY id"
-        return self.conn.execute(q, tuple(filters.values())).fetchall()
+        return self._read(q, tuple(filters.values()))
 
     def traces(self, **filters: Any) -> Iterator[tuple[sqlite3.Row, Trace]]:
+        """(row, trace) of every run with a trace; opened to salvage, the runs that can be read
+        (by id, skipping what the damage made unreadable)."""
         where = " AND ".join(f"{k} = ?" for k in filters)
-        q = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY id"
-        for row in self.conn.execute(q, tuple(filters.values())).fetchall():
-            t = self.trace(row)
+        if not self.salvage:
+            q = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY id"
+            for row in self._read(q, tuple(filters.values())):
+                t = self.trace(row)
+                if t is not None:
+                    yield row, t
+            return
+        ids = self._readable_ids()
+        for i in ids:
+            try:
+                row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (i,)).fetchone()
+                if row is None or any(row[k] != v for k, v in filters.items()):
+                    continue
+                t = self.trace(row)
+            except (sqlite3.DatabaseError, ValueError):
+                continue
             if t is not None:
                 yield row, t
+
+    def _readable_ids(self) -> list[int]:
+        """Run ids of a store opened to salvage: from the table, or, when the damage breaks the scan,
+        probed one by one (stopping after 500 ids in a row that cannot be read or do not exist)."""
+        try:
+            return [r[0] for r in self.conn.execute("SELECT id FROM runs ORDER BY id").fetchall()]
+        except sqlite3.DatabaseError:
+            pass
+        ids, misses, i = [], 0, 0
+        while misses < 500:
+            i += 1
+            try:
+                found = self.conn.execute("SELECT id FROM runs WHERE rowid = ?", (i,)).fetchone() is not None
+            except sqlite3.DatabaseError:
+                found = False
+            ids += [i] if found else []
+            misses = 0 if found else misses + 1
+        return ids
 
     def remove(self, keys: list[str | int]) -> int:
         n = 0
@@ -271,15 +361,23 @@ def _finite(v: float) -> float | None:
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, store: ResultStore):
+        self.store = store
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.store.salvage:
+            raise StoreDamaged(self.store.path, "opened to salvage it: read-only")
+        self.conn = self.store.conn
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.DatabaseError as e:
+            raise StoreDamaged(self.store.path, e) from None
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            raise StoreDamaged(self.store.path, exc) from None
         return False
 
 
