@@ -352,3 +352,30 @@ def test_run_made_by_another_build_is_flagged(tmp_path, problem, capsys):
     assert main(["sweep", str(sweep_yaml), "--store", str(tmp_path / "sweep.db"), "--jobs", "1", "-q",
                  "--redo-stale"]) == 0
     assert {r["seed"]: r["updated"] for r in store2.runs()} == updated  # nothing stale left: nothing redone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_killed_sweep_leaves_no_orphans_and_resumes(tmp_path):
+    """kill -9 of the sweep process: its workers and the multiprocessing resource tracker exit with
+    it within seconds, and the same command finishes the sweep (nothing races with survivors)."""
+    store_path = tmp_path / "runs.db"
+    cmd, env, proc = _start_sweep(tmp_path, store_path)
+    _wait(store_path, lambda rows: any(r["status"] == "running" and (r["rounds"] or 0) > 0 for r in rows))
+    kids = _children(proc.pid)
+    assert any(b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes() for k in kids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)], "processes of the killed sweep are still running"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _check_complete(store_path)

@@ -96,6 +96,32 @@ def _problem_for(cfg: ExperimentConfig):
     return _PROBLEMS[key]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the worker ends when the sweep process does (kill -9 included).
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    watchdog thread sees the parent change and exits. With the workers gone, the multiprocessing
+    resource tracker (whose pipe they hold open) ends too."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="optsim-parent-watch", daemon=True).start()
+
+
 def run_job_batch(store_path: str, configs: list[dict[str, Any]], force: bool | str | float = False,
                   threads: int | None = None, batch: int | None = None) -> list[tuple[str, str, float]]:
     """Run sweep jobs that share one problem (in a worker process or inline): in lock-step as
@@ -197,7 +223,8 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
         pending = list(chunks)
         while pending:
             try:
-                with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+                with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
                     futures = {pool.submit(run_job_batch, str(store.path), [j.config for j in ch], force, threads,
                                            batch): ch for ch in pending}
                     for fut in as_completed(futures):
