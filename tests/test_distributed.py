@@ -204,3 +204,52 @@ def test_sharded_view_computes_owned_rows_and_counts_like_the_full_problem(gen):
     full.attach(None)
     # uncounted global quantities stay global
     assert view.loss(X[0]) == full.loss(X[0])
+
+
+def _descendants(pid: int) -> list[int]:
+    from pathlib import Path
+
+    kids = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                if stat[0] != "Z":
+                    kids.setdefault(int(stat[1]), []).append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_stopped_worker_ends_the_command_within_the_timeout(tmp_path, victim):
+    """A rank stopped by SIGSTOP (it can handle no signal): the run is marked failed at the collective
+    timeout and the launcher returns a few seconds later, leaving no process behind."""
+    cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd"}], rounds=10**7))
+    t0 = time.perf_counter()
+    with pytest.raises(DistributedRunError):
+        launch(cfg, 2, progress=False, plot=False, timeout=5, fault=(victim, 3, "stop"))
+    assert time.perf_counter() - t0 < 5 + 8
+    assert _descendants(__import__("os").getpid()) == []
+
+
+def test_rank_0_killed_ends_its_store_row_failed_with_what_was_logged(tmp_path, capsys):
+    from optsim.experiment.store import ResultStore
+
+    store = ResultStore(tmp_path / "runs.db")
+    cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd", "label": "GD"}], rounds=10**7))
+    with pytest.raises(DistributedRunError) as err:
+        launch(cfg, 2, progress=False, plot=False, timeout=5, store=store, fault=(0, 4))
+    (row,) = store.runs()
+    assert row["status"] == "failed" and store.status(row) == "failed"
+    t = store.trace(store.get(row["id"]))
+    assert t.status == "failed" and t.last("round") >= 4 and "rank 0" in t.meta["message"]
+    assert Trace.load(tmp_path / "out" / "traces" / "GD.json").last("round") == t.last("round")
+    assert err.value.traces and err.value.traces[0].label == "GD"
+    assert main(["runs", "ls", "--store", str(store.path)]) == 0
+    assert "running" not in capsys.readouterr().out

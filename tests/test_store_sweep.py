@@ -379,3 +379,19 @@ def test_killed_sweep_leaves_no_orphans_and_resumes(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     _check_complete(store_path)
+
+
+def test_a_running_row_of_a_dead_process_is_shown_orphaned(tmp_path, capsys):
+    import socket
+
+    from optsim.cli import main
+
+    store = ResultStore(tmp_path / "runs.db")
+    cfg = parse_config({"name": "o", "problem": {"name": "quadratic", "clients": 2, "dim": 2}, "methods": ["gd"]})
+    state, _ = store.claim(run_hash(cfg, cfg.methods[0]), cfg, cfg.methods[0])
+    assert state == "claimed"
+    store.conn.execute("UPDATE runs SET owner = ?", (f"{socket.gethostname()}:{2 ** 22 + 12345}",))
+    (row,) = store.runs()
+    assert row["status"] == "running" and store.status(row) == "orphaned"
+    assert main(["runs", "ls", "--store", str(store.path)]) == 0
+    assert "orphaned" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def _cmd_runs(args) -> int:
             fm = f"{r['final_metric']:.3e}" if r["final_metric"] is not None else "-"
             build = other_build(r) or "this"
             print(f"{r['id']:>5}  {r['hash']:<16} {str(r['experiment'])[:18]:<18} {str(r['label'])[:40]:<40} "
-                  f"{r['status']:<11} {r['rounds'] or 0:>7} {fm:>10}  {build}")
+                  f"{store.status(r):<11} {r['rounds'] or 0:>7} {fm:>10}  {build}")
         return 0
     if args.action == "show":
         for key in args.ids:

@@ -68,6 +68,40 @@ def _describe_failure(failures: dict, traces: list) -> str:
     return "distributed run failed: " + "; ".join(parts)
 
 
+def _read_traces(path: Path) -> list:
+    from ..trace import Trace
+
+    try:
+        return [Trace.from_dict(d) for d in json.loads(path.read_text())] if path.exists() else []
+    except (OSError, ValueError):
+        return []
+
+
+def _recover(traces: list, tmp: Path, cfg, out: Path, store) -> list:
+    """After a failure: when rank 0 died before saving the run in progress, take that run's trace
+    from another rank (every rank holds the same trace), save it with the traces, and end its
+    results-store row as failed (the row of a dead owner must not stay "running")."""
+    from ..experiment.store import run_hash
+    from ..trace import safe_filename
+
+    labels = {t.label for t in traces}
+    for f in sorted(tmp.glob("result.json.rank*")):
+        for t in _read_traces(f):
+            if t.label not in labels:
+                t.status = "failed"
+                t.meta["message"] = ("rank 0 died; trace from rank " + f.name.rsplit("rank", 1)[1] + ": "
+                                     + str(t.meta.get("message", "")))
+                t.save(Path(out) / "traces" / f"{safe_filename(t.label)}.json")
+                traces.append(t)
+                labels.add(t.label)
+    if store is not None:
+        for spec in cfg.methods:
+            label = spec.get("label", spec["name"])
+            store.end_orphan(run_hash(cfg, spec), next((t for t in traces if t.label == label), None),
+                             "rank 0 of a distributed run died before saving the run")
+    return traces
+
+
 def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem | None = None, store=None,
            force: bool | str = False, progress: bool = True, plot: bool = True, timeout: float | None = None,
            compact: bool = True, start_method: str | None = None, fault: tuple[int, int] | None = None) -> list:
@@ -132,8 +166,9 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
     finally:
         gc.unfreeze()
         gc.collect()
-        rf = tmp / "result.json"
-        traces = [Trace.from_dict(d) for d in json.loads(rf.read_text())] if rf.exists() else []
+        traces = _read_traces(tmp / "result.json")
+        if failures is not None:
+            traces = _recover(traces, tmp, cfg, out, store)
         shutil.rmtree(tmp, ignore_errors=True)
     if failures is not None:
         raise DistributedRunError(_describe_failure(failures, traces), traces)

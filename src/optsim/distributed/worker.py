@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -65,6 +66,8 @@ def _worker(job: dict) -> dict:
         problem = None
     timeout = datetime.timedelta(seconds=float(job.get("timeout") or default_timeout()))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    peers: list = [None] * dist.get_world_size()
+    dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
     failed = True
     try:
         out = _run_worker(cfg, job, problem)
@@ -73,6 +76,27 @@ def _worker(job: dict) -> dict:
     finally:
         if not failed:
             dist.destroy_process_group()
+        else:
+            _stop_local_peers(peers)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # the group is broken (a peer died, hung or was stopped): tearing it down can block for as
+            # long as a peer does not answer; what this rank had to save is saved: exit now
+            os._exit(1)
+
+
+def _stop_local_peers(peers: list) -> None:
+    """A failed rank wakes (SIGCONT: a stopped process cannot handle SIGTERM) and stops (SIGTERM) the
+    other ranks of this machine: each saves what it must and exits within :data:`STOP_GRACE`; the
+    launcher's own SIGTERM would wait for a stopped rank as long as it stays stopped."""
+    host, me = socket.gethostname(), os.getpid()
+    for peer_host, pid in peers:
+        if peer_host == host and pid != me:
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
 
 
 def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
@@ -94,13 +118,13 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
         from ..experiment.store import ResultStore
 
         store = ResultStore(job["store"])
-    fault = job.get("fault")  # (rank, round[, "kill" | "hang"]): that rank dies or hangs there (tests)
+    fault = job.get("fault")  # (rank, round[, "kill" | "hang" | "stop"]): that rank dies, hangs or is stopped (tests)
 
     def kill_hook(session):
         if fault is not None and rank == fault[0] and session.k >= fault[1]:
             if len(fault) > 2 and fault[2] == "hang":
                 time.sleep(3600)
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGSTOP if len(fault) > 2 and fault[2] == "stop" else signal.SIGKILL)
 
     def save(trace):
         path = out / "traces" / f"{safe_filename(trace.label)}.json"
@@ -150,6 +174,10 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
                 trace.meta["hash"] = h
                 store.save_result(h, trace)
             publish(trace)
+        elif trace.status != "finished" and result_file is not None:
+            # every rank holds the same trace: if rank 0 is gone, the launcher saves this one
+            _write_json(result_file.with_name(f"{result_file.name}.rank{rank}"),
+                        [t.to_dict() for t in traces] + [trace.to_dict()])
         if interrupted is not None:
             raise interrupted
         if trace.status == "failed":  # the group cannot be trusted any more: end the launch

@@ -289,6 +289,27 @@ class ResultStore:
                        int(trace.last("round")) if len(trace) else 0, _finite(trace.last(metric)) if len(trace) else None,
                        trace.meta.get("message"), keep, trace.status in DONE, time.time(), h))
 
+    def end_orphan(self, h: str, trace: Trace | None, message: str) -> bool:
+        """End run ``h`` as failed when its row is still "running" for an owner that is dead (with
+        ``trace``, what was logged, when there is one); returns whether it did."""
+        row = self.get(h)
+        if row is None or row["status"] != "running" or _owner_alive(row["owner"]):
+            return False
+        if trace is None:
+            trace = self.trace(row) or Trace(row["label"], row["method"])
+        trace.status = "failed"
+        trace.meta.setdefault("message", message)
+        trace.meta["hash"] = h
+        self.save_result(h, trace)
+        return True
+
+    def status(self, row: sqlite3.Row) -> str:
+        """The row's status as a reader should see it: a "running" row whose owner process is dead
+        is "orphaned" (its next run takes it over and resumes from its checkpoint)."""
+        if row["status"] == "running" and not _owner_alive(row["owner"]):
+            return "orphaned"
+        return row["status"]
+
     def trace(self, row: sqlite3.Row) -> Trace | None:
         return Trace.from_dict(json.loads(row["trace"])) if row["trace"] else None
 
