@@ -51,3 +51,40 @@ def test_non_utf8_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert str(p) in str(e.value) and "UTF-8" in str(e.value)
+
+
+def test_optsim_list_keeps_columns_and_whole_sentences(capsys):
+    from optsim.cli import main
+
+    assert main(["list", "methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    starts = {line.index(" derived ") if " derived " in line else None for line in lines} - {None}
+    assert len(starts) == 1  # the stepsize column is aligned, whatever the name lengths
+    assert any(line.startswith("newton_3pc_bc ") for line in lines)
+    assert main(["list", "compressors"]) == 0
+    out = capsys.readouterr().out
+    assert "provably faster distributed nonconvex optimization\", Def. 2): one random permutation" in out
+    assert all(line.rstrip().endswith((".", ")")) for line in out.splitlines())
+
+
+def test_run_never_overwrites_another_configs_results(tmp_path, capsys, monkeypatch):
+    from optsim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "q.yaml"
+    cfg.write_text("name: q\nproblem: {name: quadratic, clients: 3, dim: 3}\nmethods: [gd]\nstop: {max_rounds: 20}\n")
+    assert main(["run", str(cfg), "--no-store", "--no-plot", "-q"]) == 0
+    first = (tmp_path / "results" / "q" / "traces" / "gd.json").read_text()
+    # --set makes another config: its results go to a folder named after the overrides
+    assert main(["run", str(cfg), "--no-store", "--no-plot", "-q", "--set", "stop.max_rounds=5"]) == 0
+    assert (tmp_path / "results" / "q--stop.max_rounds_5" / "traces" / "gd.json").exists()
+    assert (tmp_path / "results" / "q" / "traces" / "gd.json").read_text() == first
+    # the same folder for another config is refused in one line, --force overwrites
+    cfg.write_text(cfg.read_text().replace("max_rounds: 20", "max_rounds: 7"))
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--no-store", "--no-plot", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the results of another config" in err and "stop" in err and "--force" in err
+    assert (tmp_path / "results" / "q" / "traces" / "gd.json").read_text() == first
+    assert main(["run", str(cfg), "--no-store", "--no-plot", "-q", "--force"]) == 0
+    assert (tmp_path / "results" / "q" / "traces" / "gd.json").read_text() != first

@@ -22,6 +22,10 @@ def _cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out or cfg.out)
+    if args.set and not args.out:  # the overrides make another config: its own folder, named after them
+        from .trace import safe_filename
+
+        out = out.with_name(f"{out.name}--{safe_filename('_'.join(args.set))[:60]}")
     problem = build_problem(cfg)
     store = None if args.no_store else _store(args)
     where = f"; runs stored in {store.path}" if store else ""
@@ -29,7 +33,9 @@ def _cmd_run(args) -> int:
           file=sys.stderr)
     if args.backend == "distributed":  # N worker processes over torch.distributed (optsim/distributed/)
         from .distributed import launch
+        from .experiment.runs import claim_output
 
+        claim_output(out, cfg, overwrite=args.force)
         print(f"optsim: distributed backend, {args.nproc or 2} worker processes", file=sys.stderr)
         traces = launch(cfg, args.nproc or 2, out, problem=problem, store=store,
                         force=force_mode(args.force, args.redo_stale),
@@ -46,9 +52,23 @@ def _cmd_run(args) -> int:
     return 1 if bad else 0
 
 
-def _first_line(doc: str | None) -> str:
-    lines = (doc or "").strip().splitlines()
-    return lines[0] if lines else ""
+def _first_sentence(doc: str | None) -> str:
+    """The docstring's first sentence, whole (joined across its lines)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    abbreviations = ("al", "e.g", "i.e", "Sec", "Alg", "Thm", "Eq", "Def", "Fig", "Prop", "Cor", "Lem", "vs", "cf")
+    for i in range(len(text) - 1):
+        if text[i] == "." and text[i + 1] == " " and not text[max(0, i - 4):i].endswith(abbreviations):
+            return text[: i + 1]
+    return text
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their longest entry; the last column is printed whole."""
+    if not rows:
+        return
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + ("  " if widths else "") + r[-1])
 
 
 def _cmd_list(args) -> int:
@@ -60,15 +80,13 @@ def _cmd_list(args) -> int:
 
     what = args.what
     if what == "methods":
-        for name, cls in sorted(METHODS.items()):
-            uses = f" [{', '.join(cls.uses)}]" if cls.uses else ""
-            print(f"{name:<14}{uses:<34} {cls.stepsize_source:<9} {cls.paper}")
+        _table([("method", "components", "stepsize", "paper")] +
+               [(name, ", ".join(cls.uses) or "-", cls.stepsize_source, cls.paper)
+                for name, cls in sorted(METHODS.items())])
     elif what == "compressors":
-        for name, cls in sorted(COMPRESSORS.items()):
-            print(f"{name:<12} {_first_line(cls.__doc__)}")
+        _table([(name, _first_sentence(cls.__doc__)) for name, cls in sorted(COMPRESSORS.items())])
     elif what == "problems":
-        for name, cls in sorted(PROBLEMS.items()):
-            print(f"{name:<18} {_first_line(cls.__doc__)}")
+        _table([(name, _first_sentence(cls.__doc__)) for name, cls in sorted(PROBLEMS.items())])
     elif what == "datasets":
         for d in DATASETS:
             print(d)

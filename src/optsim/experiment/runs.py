@@ -5,6 +5,7 @@ written to ``<out>/traces/`` as soon as its run ends, trackers fed, figures draw
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,7 +18,31 @@ from .runner import run_method, validate_methods
 from .store import run_stored
 from .trackers import make_trackers
 
-__all__ = ["run", "summary_line"]
+__all__ = ["run", "summary_line", "claim_output"]
+
+#: config fields that do not change what a results folder holds
+_COSMETIC = ("out", "plot", "trackers", "threads", "checkpoint_every")
+
+
+def claim_output(out: Path, cfg: ExperimentConfig, overwrite: bool = False) -> None:
+    """Make ``out`` the folder of ``cfg``'s results: it records the config it holds
+    (``config.json``); a folder that holds another config's results is refused unless ``overwrite``
+    (the error names the first field that differs and the fixes)."""
+    data = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _COSMETIC}
+    record = out / "config.json"
+    if record.exists() and not overwrite:
+        try:
+            held = json.loads(record.read_text())
+        except (OSError, ValueError):
+            held = None
+        if isinstance(held, dict) and held != data:
+            diff = next((k for k in sorted(set(held) | set(data)) if held.get(k) != data.get(k)), "?")
+            raise ValueError(f"{out} holds the results of another config (it differs in '{diff}'): give another "
+                             f"folder (--out DIR, or `out:` in the config) or --force to overwrite them")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(record)
 
 
 def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = True,
@@ -28,11 +53,13 @@ def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = T
 
     With a :class:`~optsim.experiment.store.ResultStore`, finished runs of the same config are
     reused (``force`` redoes them; ``force="stale"`` only those another optsim build made) and runs
-    checkpoint into the store and resume from it.
+    checkpoint into the store and resume from it. ``out`` must not hold another config's results
+    (:func:`claim_output`; ``force=True`` overwrites them).
     """
     out = Path(out or cfg.out)
     problem = problem or build_problem(cfg)
     validate_methods(cfg, problem)
+    claim_output(out, cfg, overwrite=force is True)
     trackers = make_trackers(cfg.trackers, out, cfg.name)
     traces = []
     for spec in cfg.methods:
