@@ -43,6 +43,9 @@ def _cmd_run(args) -> int:
     elif args.nproc is not None:
         raise ValueError("--nproc starts worker processes: use it with --backend distributed")
     else:
+        from .experiment.runs import claim_output
+
+        claim_output(out, cfg, overwrite=args.force)
         traces = run(cfg, out, progress=not args.quiet, problem=problem, plot=not args.no_plot, store=store,
                      force=force_mode(args.force, args.redo_stale))
     if not args.no_plot:
@@ -238,7 +241,7 @@ def _cmd_plot(args) -> int:
         y = args.y or runs[0][2].meta.get("metric", "f_gap")
         stem = Path(args.out or "results") / f"plot_{args.experiment or 'runs'}_{y}"
         for f in plot_groups([(c, t) for _, c, t in runs], args.x, y, stem, title=args.experiment or "",
-                             formats=("png", "pdf")):
+                             formats=("png", "pdf"), top=args.top, best=args.best):
             print(f"figure: {f}")
         return 0
     folder = Path(args.results)
@@ -306,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "sim_time", "wall_time"])
     pl.add_argument("--y", default=None, choices=["f_gap", "grad_norm_sq", "dist_sq", "loss"])
     pl.add_argument("--out", help="store: folder of the figure (default results/)")
+    pl.add_argument("--top", type=int, default=None, metavar="N",
+                    help="store: only the N curves with the lowest final metric")
+    pl.add_argument("--best", action="store_true", help="store: only the best curve of each method")
     pl.add_argument("--store")
     pl.set_defaults(func=_cmd_plot)
     sw = sub.add_parser("sweep", help="run a config's sweep.grid in parallel through the results store")

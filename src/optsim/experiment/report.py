@@ -1,7 +1,8 @@
 """Figures and an HTML report from the results store.
 
 Runs are selected by experiment name and config fields (``--where problem.clients=20``), grouped
-by their config up to the seed, and drawn as the mean over seeds with a min-max band.
+by their config up to the seed (only runs of one otherwise identical configuration are averaged),
+and drawn as the mean over seeds with a min-max band (:mod:`optsim.plots`).
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..plots import Curve, plot_curves
 from ..trace import Trace
 from .store import ResultStore
 
-__all__ = ["select", "plot_groups", "write_report", "get_path"]
+__all__ = ["select", "group_curves", "best_curves", "plot_groups", "write_report", "get_path"]
 
 
 def get_path(data: dict, dotted: str) -> Any:
@@ -60,48 +62,51 @@ def select(store: ResultStore, experiment: str | None = None, where: dict[str, A
     return out
 
 
-def _group_key(config: dict, trace: Trace) -> str:
-    label = re.sub(r"(, )?seed=[^,\]]*", "", trace.label).replace(" []", "").replace("[, ", "[")
-    return label
+def _seedless(config: dict) -> str:
+    """The identity of a run's configuration up to its seed (runs that differ only in the seed are
+    seeds of one configuration)."""
+    rest = {k: v for k, v in config.items() if k not in ("seed", "seeds")}
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def _seedless_label(trace: Trace) -> str:
+    return re.sub(r"(, )?seed=[^,\]]*", "", trace.label).replace(" []", "").replace("[, ", "[")
+
+
+def group_curves(runs: list[tuple[dict, Trace]]) -> list[Curve]:
+    """The runs as curves: the seeds of one otherwise identical configuration form one curve (mean
+    and min-max band), its family the method."""
+    groups: dict[str, list[Trace]] = {}
+    for config, t in runs:
+        groups.setdefault(_seedless(config), []).append(t)
+    return [Curve(_seedless_label(ts[0]), ts[0].method, ts) for ts in groups.values()]
+
+
+def best_curves(curves: list[Curve], metric: str, top: int | None = None, per_family: bool = False) -> list[Curve]:
+    """The ``top`` curves with the lowest final ``metric`` (mean over seeds; diverged or failed runs
+    last), or the best curve of each family (``per_family``)."""
+    def score(c: Curve) -> float:
+        finals = [t.last(metric) if t.status == "finished" and len(t) else math.inf for t in c.traces]
+        v = float(np.mean(finals))
+        return v if math.isfinite(v) else math.inf
+
+    ranked = sorted(curves, key=score)
+    if per_family:
+        seen: dict[str, Curve] = {}
+        for c in ranked:
+            seen.setdefault(c.family, c)
+        ranked = list(seen.values())
+    return ranked[:top] if top else ranked
 
 
 def plot_groups(runs: list[tuple[dict, Trace]], x: Sequence[str], y: str, path: Path, title: str = "",
-                formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Mean over seeds (runs whose label differs only in ``seed=``) with a min-max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: dict[str, list[Trace]] = {}
-    for config, t in runs:
-        groups.setdefault(_group_key(config, t), []).append(t)
-    fig, axes = plt.subplots(1, len(x), figsize=(5.2 * len(x), 4), squeeze=False)
-    from ..plots import LABELS, save_figure
-
-    for ax, xname in zip(axes[0], x):
-        for label, traces in groups.items():
-            n = min(len(t) for t in traces)
-            if n == 0:
-                continue
-            xs = np.mean([t[xname][:n] for t in traces], axis=0)
-            ys = np.array([t[y][:n] for t in traces])
-            with np.errstate(invalid="ignore"):
-                mean = np.nanmean(ys, axis=0)
-            keep = np.isfinite(mean) & (mean > 0)
-            line, = ax.semilogy(xs[keep], mean[keep], label=f"{label} ({len(traces)} seeds)" if len(traces) > 1 else label)
-            if len(traces) > 1:
-                lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
-                ok = keep & (lo > 0)
-                ax.fill_between(xs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(LABELS.get(xname, xname))
-        ax.set_ylabel(LABELS.get(y, y))
-        ax.grid(True, alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path, formats, dpi=120)
+                formats: Sequence[str] = ("png",), top: int | None = None, best: bool = False) -> list[Path]:
+    """Mean over seeds (runs whose configuration differs only in the seed) with a min-max band, one
+    hue per method; ``top``/``best``: only the N best curves, or the best of each method."""
+    curves = group_curves(runs)
+    if top or best:
+        curves = best_curves(curves, y, top, per_family=best)
+    return plot_curves(curves, x, y, path, title, formats)
 
 
 def write_report(store: ResultStore, out: Path, experiment: str | None = None, where: dict[str, Any] | None = None,

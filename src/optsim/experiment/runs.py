@@ -53,13 +53,12 @@ def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = T
 
     With a :class:`~optsim.experiment.store.ResultStore`, finished runs of the same config are
     reused (``force`` redoes them; ``force="stale"`` only those another optsim build made) and runs
-    checkpoint into the store and resume from it. ``out`` must not hold another config's results
-    (:func:`claim_output`; ``force=True`` overwrites them).
+    checkpoint into the store and resume from it. (``optsim run`` first checks that ``out`` holds no
+    other config's results: :func:`claim_output`.)
     """
     out = Path(out or cfg.out)
     problem = problem or build_problem(cfg)
     validate_methods(cfg, problem)
-    claim_output(out, cfg, overwrite=force is True)
     trackers = make_trackers(cfg.trackers, out, cfg.name)
     traces = []
     for spec in cfg.methods:
