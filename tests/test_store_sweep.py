@@ -395,3 +395,36 @@ def test_a_running_row_of_a_dead_process_is_shown_orphaned(tmp_path, capsys):
     assert row["status"] == "running" and store.status(row) == "orphaned"
     assert main(["runs", "ls", "--store", str(store.path)]) == 0
     assert "orphaned" in capsys.readouterr().out
+
+
+def test_readme_sweep_example_is_complete_and_reuses_the_quickstart_runs():
+    """examples/sweep.yaml (shown whole in the README) expands without errors, and its multiplier-1,
+    seed-0 runs are the quickstart's own runs (the same identity in the store)."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "examples" / "sweep.yaml").read_text()
+    assert text in (root / "README.md").read_text()
+    base, jobs = expand_sweep(yaml.safe_load(text))
+    assert len(jobs) == 128
+    from optsim.experiment import load_config
+
+    quick = load_config(root / "examples" / "quickstart.yaml")
+    assert {run_hash(quick, m) for m in quick.methods} <= {j.hash for j in jobs}
+
+
+def test_presentation_never_changes_a_runs_identity():
+    cfg = parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"]})
+    same = [{"name": "gd"}, {"name": "gd", "stepsize_mult": 1.0}, {"name": "gd", "label": "GD"}]
+    assert len({run_hash(cfg, s) for s in same}) == 1
+    assert run_hash(cfg, {"name": "dcgd", "compressor": "natural"}) == \
+        run_hash(cfg, {"name": "dcgd", "compressor": {"name": "natural"}})
+    assert run_hash(cfg, {"name": "gd", "stepsize_mult": 2.0}) != run_hash(cfg, {"name": "gd"})
+
+
+def test_sweep_reports_progress_without_a_terminal_and_the_edge_of_the_grid(tmp_path, capsys):
+    d = _sweep_dict()
+    result = run_sweep(d, ResultStore(tmp_path / "runs.db"), jobs=1, progress=True)
+    err = capsys.readouterr().err
+    assert f"/{len(result.jobs)} runs done" in err and "left" in err
+    base, _ = expand_sweep(d)
+    (row,) = best_of_grid(base, result)  # DIANA at its theory stepsize x 2^-2 .. 2^1: the largest is best
+    assert row["methods.*.stepsize_mult"] == 2.0 and row["edge"] == ["methods.*.stepsize_mult"]

@@ -153,7 +153,9 @@ def _cmd_sweep(args) -> int:
         print("best of grid (lowest median final metric):")
         for row in best_of_grid(base, result):
             tuned = ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in base.sweep.tune)
-            print(f"  {row['method']:<24} {tuned:<40} {row['median_final']:.3e} ({row['runs']} runs)")
+            edge = (f"  on the edge of the grid in {', '.join(row['edge'])}: widen it, the best value may lie "
+                    "beyond" if row["edge"] else "")
+            print(f"  {row['method']:<24} {tuned:<40} {row['median_final']:.3e} ({row['runs']} runs){edge}")
     return 0
 
 

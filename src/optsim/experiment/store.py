@@ -111,12 +111,36 @@ def default_store_path() -> Path:
     return Path(os.environ.get("OPTSIM_RESULTS", "optsim-results")) / "runs.db"
 
 
+def _canonical_component(spec: Any) -> Any:
+    """A component spec in one form: names as ``{"name": ...}``, nested specs alike."""
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, (list, tuple)):
+        return [_canonical_component(c) for c in spec]
+    if isinstance(spec, dict):
+        return {k: _canonical_component(v) if k in ("inner", "outer") else v for k, v in spec.items()}
+    return spec
+
+
+def canonical_method(spec: dict[str, Any]) -> dict[str, Any]:
+    """A method's config as it affects results: its name, the parameters that differ from their
+    defaults and its components in one form (``stepsize_mult: 1.0`` and no ``stepsize_mult`` are the
+    same run; the label is presentation)."""
+    from ..methods.base import MethodSpec
+
+    ms = MethodSpec.parse(spec)
+    out = {"name": ms.cls.name, **ms.params.model_dump(mode="json", exclude_defaults=True)}
+    out.update({k: _canonical_component(v) for k, v in ms.components.items() if v is not None})
+    return out
+
+
 def run_config(cfg: ExperimentConfig, spec: dict[str, Any]) -> dict[str, Any]:
-    """The config of one run: the experiment's result-relevant fields plus this one method."""
+    """The config of one run: the experiment's result-relevant fields plus this one method
+    (:func:`canonical_method`), so that runs identical but for presentation share their identity."""
     data = cfg.model_dump(mode="json")
     for k in _PRESENTATION:
         data.pop(k, None)
-    data["method"] = {k: v for k, v in spec.items() if k != "label"}
+    data["method"] = canonical_method(spec)
     return data
 
 

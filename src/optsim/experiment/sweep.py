@@ -200,11 +200,15 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     n_jobs = max(1, jobs or os.cpu_count() or 1)
     bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(todo), desc=f"sweep {base_cfg.name}",
                disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
+    report = _Progress(len(all_jobs), len(all_jobs) - len(todo), base_cfg.name, enabled=progress and bar.disable)
 
     def done(h, status, final):
         result.status[h] = status
         result.final[h] = final if final is not None and math.isfinite(final) and status == "finished" else math.inf
         bar.update(1)
+        report.update(status)
+        if report.failed:
+            bar.set_postfix_str(f"{report.failed} failed", refresh=False)
 
     chunks = _chunks(todo, batch)
     n_jobs = max(1, min(n_jobs, len(chunks) or 1))
@@ -251,6 +255,40 @@ def run_sweep(data: dict[str, Any], store: ResultStore, jobs: int | None = None,
     return result
 
 
+class _Progress:
+    """Progress of a sweep without a terminal (a log file, CI): a line every 10 % of the runs or
+    every 30 s, with failures and an estimate of the time left (a terminal gets tqdm's bar)."""
+
+    def __init__(self, total: int, reused: int, name: str, enabled: bool):
+        self.total, self.done, self.failed, self.name, self.enabled = total, reused, 0, name, enabled
+        self.reused, self.start, self.last = reused, time.time(), 0.0
+        if enabled and total:
+            print(f"sweep {name}: {total} runs, {reused} already in the store", file=sys.stderr, flush=True)
+
+    def update(self, status: str) -> None:
+        self.done += 1
+        self.failed += status == "failed"
+        if not self.enabled:
+            return
+        now = time.time()
+        step = max(1, self.total // 10)
+        if self.done == self.total or self.done % step == 0 or now - self.last >= 30:
+            self.last = now
+            ran = self.done - self.reused
+            left = (now - self.start) / ran * (self.total - self.done) if ran else math.nan
+            eta = f", about {_duration(left)} left" if self.done < self.total and math.isfinite(left) else ""
+            fails = f", {self.failed} failed" if self.failed else ""
+            print(f"sweep {self.name}: {self.done}/{self.total} runs done{fails}{eta}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _chunks(jobs: list[Job], batch: int | None) -> list[list[Job]]:
     """Jobs grouped by the problem they build, in chunks of at most ``batch``; by default 32 when
     the problem is large enough for batching to pay (see ``runner.SMALL_PROBLEM_FLOPS``), else 1."""
@@ -272,7 +310,8 @@ def _chunks(jobs: list[Job], batch: int | None) -> list[list[Job]]:
 
 def best_of_grid(base_cfg: ExperimentConfig, result: SweepResult) -> list[dict[str, Any]]:
     """Per method, the values of the tuned keys with the lowest median final metric over the other
-    grid keys (diverged and failed runs count as +inf)."""
+    grid keys (diverged and failed runs count as +inf); ``edge`` lists the tuned keys whose best
+    value is at the end of its grid (the tuned value is then not a minimum)."""
     tune = base_cfg.sweep.tune
     rows = []
     for method in base_cfg.labels():
@@ -285,5 +324,16 @@ def best_of_grid(base_cfg: ExperimentConfig, result: SweepResult) -> list[dict[s
         scored = sorted((float(np.median(v)), k) for k, v in groups.items())
         if scored:
             score, key = scored[0]
-            rows.append({"method": method, **dict(zip(tune, key)), "median_final": score, "runs": len(groups[key])})
+            edge = [t for t, v in zip(tune, key) if _on_edge(v, [k[tune.index(t)] for k in groups])]
+            rows.append({"method": method, **dict(zip(tune, key)), "median_final": score, "runs": len(groups[key]),
+                         "edge": edge})
     return rows
+
+
+def _on_edge(value, values: list) -> bool:
+    """Whether a tuned numeric value is the smallest or the largest of its grid (the optimum may
+    lie outside: the grid should be widened)."""
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(set(nums)) < 3 or not isinstance(value, (int, float)):
+        return False
+    return value in (min(nums), max(nums))
