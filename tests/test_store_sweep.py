@@ -195,9 +195,13 @@ def _wait(store_path, predicate, timeout=120):
     raise TimeoutError("the sweep did not get there in time")
 
 
+#: rounds of the sweeps whose workers are killed: long enough that runs are caught half-way
+KILL_ROUNDS = 1500
+
+
 def _start_sweep(tmp_path, store_path, *extra):
     cfg_path = tmp_path / "sweep.yaml"
-    d = _sweep_dict(rounds=2500)
+    d = _sweep_dict(rounds=KILL_ROUNDS)
     d["checkpoint_every"] = 100
     cfg_path.write_text(yaml.safe_dump(d))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -213,7 +217,7 @@ def _check_complete(store_path):
     assert len(rows) == 8 and len({r["hash"] for r in rows}) == 8
     assert {r["status"] for r in rows} == {"finished"}
     for row, t in store.traces():
-        assert len(t) > 0 and t.last("round") == 2500
+        assert len(t) > 0 and t.last("round") == KILL_ROUNDS
     assert store.integrity() == "ok"
 
 

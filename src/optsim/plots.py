@@ -11,6 +11,7 @@ store groups seeds into curves, :mod:`optsim.experiment.report`).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -155,7 +156,8 @@ def draw_curves(curves: Sequence[Curve], x: Sequence[str], y: str, title: str = 
             traces = [t for t in c.traces if len(t) >= n]
             xs = np.mean([t[xname][:n] for t in traces], axis=0) / scale
             ys = np.array([t[y][:n] for t in traces])
-            with np.errstate(invalid="ignore"):
+            with warnings.catch_warnings():  # a column that is NaN in every seed (not logged): no point
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(ys, axis=0)
             keep = np.isfinite(mean) & (mean > 0)
             style = _STYLES[(sum(1 for d in curves[:i] if d.family == c.family)) % len(_STYLES)]
