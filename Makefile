@@ -21,7 +21,7 @@ quickstart: install
 	$(VENV)/bin/optsim run examples/quickstart.yaml
 
 test: install
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4
 
 bench: install
 	$(VENV)/bin/python bench/bench_round.py
