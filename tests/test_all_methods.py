@@ -15,6 +15,7 @@ from optsim.methods import METHODS
 #: constants, an optimizer's own theory): they must say so before running
 NEEDS_MORE = {"asgd", "async_local_sgd", "minibatch_sgd", "rennala_sgd", "rennala_mvr", "rescaled_asgd",
               "ringmaster_asgd", "ringleader_asgd", "cgluon", "minibatch_lmo", "ringmaster_lmo", "dist_opt", "fedopt", "local_opt"}
+NEEDS_MORE |= {name for name, cls in METHODS.items() if cls.stepsize_source == "explicit"}
 #: pipeline-parallel simulations: stages pass activations, no client-server messages
 NO_CHANNEL = {"pipedream", "rpd", "local_sgd_pipe"}
 

@@ -22,6 +22,7 @@ SCRIPTS = {
     "bench_neural.py": (["--clients", "4", "--repeats", "2"], r"ratio loop / vmap =\s+[\d.]+"),
     "bench_sweep.py": (["--rounds", "3", "--repeat", "1"], r"32 runs, replica-stacked .*x one run"),
     "bench_distributed.py": (["--rounds", "5", "--nproc", "2", "--repeat", "1"], r"distributed, 2 procs\s+[\d.]+"),
+    "bench_aggregators.py": (["--clients", "20", "--dim", "50", "--repeats", "1"], r"gm\(T=8, nu=0\.1\)\s+[\d.]+\s+[\d.]+"),
 }
 
 

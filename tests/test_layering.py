@@ -17,7 +17,7 @@ LAYERS = [
     {"methods"},
     {"mechanisms", "estimators"},
     {"channel"},
-    {"clock", "compress", "sampling", "optim"},
+    {"clock", "compress", "sampling", "optim", "robust"},
     {"problems"},
     {"data"},
     {"meter", "rng", "state", "trace"},

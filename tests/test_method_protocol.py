@@ -43,6 +43,10 @@ def _candidates(name):
     for s in samplers:
         for c in comps:
             spec = {"name": name}
+            if cls.stepsize_source == "explicit" or "aggregator" in cls.uses:
+                spec["stepsize"] = 0.05
+            if "aggregator" in cls.uses:  # a stateful aggregator, under attack (see _cfg)
+                spec["aggregator"] = {"name": "cc", "tau": 1.0}
             if c is not None:
                 spec["compressor"] = c
             if s is not None:
@@ -58,6 +62,8 @@ def _cfg(kind, spec, rounds):
         base["time"] = TIME
     if kind == "neural":
         base["threads"] = 1
+    if "aggregator" in spec:
+        base["byzantine"] = {"count": 1, "attack": "alie"}
     return parse_config(base)
 
 

@@ -97,7 +97,28 @@ def _cmd_list(args) -> int:
     elif what == "samplers":
         for s in SAMPLERS:
             print(s)
+    elif what == "attacks":
+        from .robust import ATTACKS
+
+        _table([("attack", "parameters", "what the Byzantine clients send")] +
+               [(name, _defaults(cls.__init__, skip=3) or "-", _first_sentence(cls.__doc__))
+                for name, cls in sorted(ATTACKS.items())])
+    elif what == "aggregators":
+        from .robust import AGGREGATORS
+
+        _table([("aggregator", "parameters", "rule")] +
+               [(name, ", ".join(f"{k}={v}" for k, v in cls.defaults.items()) or "-", _first_sentence(cls.__doc__))
+                for name, cls in sorted(AGGREGATORS.items())])
+        print("(any rule also takes bucketing: s and nnm: true, e.g. {name: cm, bucketing: 2})")
     return 0
+
+
+def _defaults(fn, skip: int) -> str:
+    """'key=default, ...' of a function's keyword parameters after the first ``skip``."""
+    import inspect
+
+    ps = list(inspect.signature(fn).parameters.values())[skip:]
+    return ", ".join(f"{p.name}={p.default}" for p in ps if p.default is not inspect.Parameter.empty)
 
 
 def _cmd_info(args) -> int:
@@ -296,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="worker processes of --backend distributed (default 2)")
     r.set_defaults(func=_cmd_run)
-    li = sub.add_parser("list", help="list methods, compressors, problems, datasets or samplers")
-    li.add_argument("what", choices=["methods", "compressors", "problems", "datasets", "samplers"])
+    li = sub.add_parser("list", help="list methods, compressors, problems, datasets, samplers, attacks or aggregators")
+    li.add_argument("what", choices=["methods", "compressors", "problems", "datasets", "samplers", "attacks",
+                                     "aggregators"])
     li.set_defaults(func=_cmd_list)
     i = sub.add_parser("info", help="the problem's sizes and constants (n, d, L, L_i, L_tilde, mu, kappa, f*)")
     i.add_argument("config")

@@ -6,9 +6,14 @@ Every cross-client interaction of a method goes through it, so the bits are coun
 * :meth:`uplink` -- clients' messages aggregated at the server (a weighted sum, the mean by
   default); each sender is charged its message's bits up;
 * :meth:`gather` -- clients' messages delivered individually to the server (for methods whose
-  server needs each one);
+  server needs each one); :meth:`receive` -- the same as a robust server sees them (Byzantine
+  rows replaced by their attack) and :meth:`aggregate` -- its (robust) aggregate of vectors it holds;
 * :meth:`broadcast` -- one server message to (a subset of) clients, each receiver charged its
   bits down; :meth:`send_down` -- a different message to each client.
+
+Under a Byzantine threat model (``threat``) the Byzantine senders' rows of what the server receives
+for aggregation (``uplink``, ``receive``) are replaced by their attack's; they are charged bits
+like the others.
 
 A plain tensor is a dense message of ``d * float_bits`` bits per row. Messages of other shapes
 get their bits here too, never in a method: :meth:`dense` (any row length) and :meth:`sparse`
@@ -34,6 +39,8 @@ class Channel:
         self.meter, self.d, self.float_bits = meter, int(d), int(float_bits)
         #: 0: one run; R > 0: R replica-stacked runs (see the module docstring)
         self.replicas = int(replicas)
+        #: the run's Byzantine threat model (:class:`optsim.robust.Threat`; None: every client is honest)
+        self.threat = None
 
     def float_bits_of(self, count: int | None = None) -> float:
         """Bits of ``count`` uncompressed floats (default d: one model), e.g. for a link's timing."""
@@ -66,13 +73,39 @@ class Channel:
         (default all) are the senders, one per row of the message."""
         msg = self._as_message(msg)
         self.meter.add_up(clients, msg.bits)
-        V = msg.values
+        V = msg.values if self.threat is None else self.threat.apply(msg.values, clients)
         if weights is None:
             return V.mean(-2) if V.shape[-2] else V.new_zeros(*V.shape[:-2], self.d)
         if isinstance(weights, float):
             return V.sum(-2).mul_(weights)
         w = torch.as_tensor(weights, dtype=V.dtype, device=V.device)
         return (w.reshape(-1, 1) * V).sum(-2)
+
+    def receive(self, msg: Message | torch.Tensor, clients=None, context: dict | None = None,
+                base: torch.Tensor | None = None) -> torch.Tensor:
+        """Deliver each sender's message to the server like :meth:`gather`, plus ``base`` when given
+        (the vectors the server already holds when messages are changes of them: a (d,) estimate or
+        (m, d) per-sender mirrors), the Byzantine senders' rows then replaced by the threat model's
+        attack (``context``: what an omniscient attack may read, e.g. the model ``x`` and the
+        initial ``x0``). What a robust server aggregates."""
+        V = self.gather(msg, clients)
+        if base is not None:
+            V = V + base
+        return V if self.threat is None else self.threat.apply(V, clients, context)
+
+    @staticmethod
+    def aggregate(V: torch.Tensor, aggregator=None, generator: torch.Generator | None = None,
+                  clip: float | None = None) -> torch.Tensor:
+        """The server's aggregate of vectors it holds (rows of ``V``, e.g. from :meth:`receive`):
+        each clipped to norm ``clip`` when given (server-side clipping, B3), then the robust
+        ``aggregator`` (:mod:`optsim.robust.aggregators`, drawing from ``generator``) or the mean.
+        Nothing is counted: no message moves."""
+        if clip is not None:
+            norms = torch.linalg.vector_norm(V, dim=-1, keepdim=True)
+            V = V * torch.where(norms > clip, clip / norms.clamp_min(1e-300), torch.ones_like(norms))
+        if aggregator is None:
+            return V.mean(-2)
+        return aggregator(V, generator)
 
     def gather(self, msg: Message | torch.Tensor, clients=None) -> torch.Tensor:
         """Deliver each sender's message to the server, rows in the order of ``clients``."""

@@ -5,7 +5,8 @@
 * ``sorted``: samples sorted by label, then cut into equal contiguous parts (maximal label skew);
 * ``dirichlet``: for each label, the shares of the clients are drawn from Dirichlet(alpha)
   (small alpha = strong label skew), every client keeps at least one sample;
-* ``unbalanced``: client sizes proportional to ``i ** -power`` (power-law imbalance), random samples.
+* ``unbalanced``: client sizes proportional to ``i ** -power`` (power-law imbalance), random samples;
+* ``full``: every client holds the whole dataset (the homogeneous setting of the Byzantine papers).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..rng import numpy_rng
 
 __all__ = ["partition", "PARTITIONS"]
 
-PARTITIONS = ("iid", "sorted", "dirichlet", "unbalanced")
+PARTITIONS = ("iid", "sorted", "dirichlet", "unbalanced", "full")
 
 
 def _check(N: int, n: int) -> None:
@@ -29,6 +30,8 @@ def partition(y: np.ndarray, n: int, kind: str = "iid", *, seed: int = 0, alpha:
               power: float = 1.0) -> list[np.ndarray]:
     """Index arrays, one per client, of the samples each client holds."""
     N = len(y)
+    if kind == "full":
+        return [np.arange(N) for _ in range(max(1, n))]
     _check(N, n)
     rng = numpy_rng(seed, "partition")
     if kind == "iid":

@@ -129,6 +129,9 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
     nproc = int(nproc)
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if cfg.byzantine is not None:
+        raise ValueError("byzantine: Byzantine clients are simulated by `optsim run` only; remove the byzantine "
+                         "block to run on processes")
     out = Path(out or cfg.out)
     problem = problem if problem is not None else build_problem(cfg)
     validate_methods(cfg, problem)

@@ -356,7 +356,8 @@ def _run_lockstep(problem: Problem, ids: list[int], specs, cfgs, on_checkpoint, 
                 s.fail(failed[i])
                 continue
             if s.close_round():
-                s.record(evaluate(problem, s.method.x) if s.x_is_finite() else None)
+                s.record(evaluate(problem if s.threat is None else s.eval_problem, s.method.x)
+                         if s.x_is_finite() else None)
             if on_checkpoint and checkpoint_every and s.running and s.k % checkpoint_every == 0:
                 on_checkpoint(i, s)
 

@@ -22,7 +22,9 @@ def problem_key(cfg: ExperimentConfig) -> str:
 
     pc = cfg.problem.model_dump(mode="json")
     pc.pop("data_seed", None)
-    return config_hash({"problem": pc, "seed": data_seed(cfg), "dtype": cfg.dtype, "device": cfg.device})
+    byz = cfg.byzantine.model_dump(mode="json") if cfg.byzantine is not None else None  # label flips change the data
+    return config_hash({"problem": pc, "seed": data_seed(cfg), "dtype": cfg.dtype, "device": cfg.device,
+                        **({"byzantine": byz} if byz else {})})
 
 
 def preprocess(X: np.ndarray, y: np.ndarray, cfg: GLMConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +67,22 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
                               seq_len=pc.seq_len, d_model=pc.d_model, heads=pc.heads, layers=pc.layers, seed=seed,
                               init_seed=pc.init_seed, dtype=dtype, device=cfg.device, batch_rows=pc.batch_rows)
     if pc.name == "quadratic":
-        return Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
-                                  noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device)
+        return _byzantine_data(Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
+                                                  noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device), cfg)
     ds = load_dataset(pc.data, size=pc.size, dim=pc.dim, condition=pc.condition, noise=pc.noise, seed=seed)
     X, y = preprocess(ds.X, ds.y, pc)
     parts = partition(y, pc.clients, pc.partition.name, seed=seed, alpha=pc.partition.alpha,
                       power=pc.partition.power)
     cls = PROBLEMS[pc.name]
-    return cls([X[p] for p in parts], [y[p] for p in parts], lam=pc.lam, dtype=dtype, device=cfg.device)
+    problem = cls([X[p] for p in parts], [y[p] for p in parts], lam=pc.lam, dtype=dtype, device=cfg.device)
+    return _byzantine_data(problem, cfg)
+
+
+def _byzantine_data(problem: Problem, cfg: ExperimentConfig) -> Problem:
+    """A data-level attack (label flip) corrupts the Byzantine clients' data."""
+    if cfg.byzantine is None:
+        return problem
+    from ..robust import Threat
+
+    threat = Threat.from_config(cfg.byzantine, problem.n)
+    return problem.flip_labels(threat.byzantine_ids) if threat.attack.data_level and threat.count else problem

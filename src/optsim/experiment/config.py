@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -42,7 +43,7 @@ class Strict(BaseModel):
 
 
 class PartitionConfig(Strict):
-    name: Literal["iid", "sorted", "dirichlet", "unbalanced"] = "iid"
+    name: Literal["iid", "sorted", "dirichlet", "unbalanced", "full"] = "iid"
     alpha: PositiveFloat = 0.5
     power: NonNegativeFloat = 1.0
 
@@ -141,6 +142,28 @@ class StopConfig(Strict):
     blowup: PositiveFloat = 1e10
 
 
+class ByzantineConfig(Strict):
+    """A Byzantine threat model (:mod:`optsim.robust`): ``count`` Byzantine clients (or a
+    ``fraction`` of the clients) sending what ``attack`` makes them send."""
+
+    count: NonNegativeInt | None = None
+    fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    #: an attack name or {name: ..., params}: none, label_flip, bit_flip, sign_flip, ipm, alie, gaussian, mimic,
+    #: shift_back, inf (see `optsim list attacks`)
+    attack: str | dict = "none"
+    #: which clients are Byzantine: the last ones, the first ones, or a list of ids
+    clients: Literal["last", "first"] | list[NonNegativeInt] = "last"
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.count is None) == (self.fraction is None):
+            raise ValueError("give the number of Byzantine clients as count or as fraction (one of them)")
+        from ..robust import make_attack
+
+        make_attack(self.attack, 2, 0)  # an unknown name or parameter is refused on load
+        return self
+
+
 class TimeConfig(Strict):
     """Seconds per local full gradient (number, list, 'linear' or 'sqrt') and links (bits/s).
 
@@ -231,6 +254,8 @@ class ExperimentConfig(Strict):
     #: log every this many rounds (default: about 200 points per run)
     log_every: PositiveInt | None = None
     time: TimeConfig = TimeConfig()
+    #: a Byzantine threat model (None: every client is honest)
+    byzantine: ByzantineConfig | None = None
     plot: PlotConfig = PlotConfig()
     #: where results and figures go (default results/<name>)
     out: str | None = None

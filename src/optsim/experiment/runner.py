@@ -28,6 +28,7 @@ from ..channel import Channel
 from ..meter import Meter
 from ..methods.base import build_method
 from ..problems import Problem
+from ..robust.threat import Threat
 from ..trace import Trace
 from .config import ExperimentConfig
 
@@ -73,6 +74,14 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
     return rows
 
 
+def honest_problem(problem: Problem, threat: Threat) -> Problem:
+    """The objective of the honest clients under ``threat`` (the metrics of a Byzantine run)."""
+    try:
+        return problem.subset(threat.honest)
+    except NotImplementedError:
+        raise ValueError(f"byzantine: {problem.name} cannot evaluate the honest clients' objective alone") from None
+
+
 def _primary_metric(cfg: ExperimentConfig, problem: Problem) -> str:
     m = cfg.stop.metric
     if m == "auto":
@@ -100,13 +109,20 @@ class Session:
         self.replicas = int(replicas)
         self.channel = (Channel(self.meter, problem.d, cfg.float_bits, self.replicas) if backend is None
                         else backend.channel(self.meter, problem.d, cfg.float_bits))
-        self.metric = _primary_metric(cfg, problem)
+        #: the Byzantine threat model (None: every client honest); metrics are the honest clients' f
+        self.threat = Threat.from_config(cfg.byzantine, problem.n) if cfg.byzantine is not None else None
+        self.channel.threat = self.threat
+        self.eval_problem = problem if self.threat is None else honest_problem(problem, self.threat)
+        self.metric = _primary_metric(cfg, self.eval_problem)
         self.log_every = cfg.log_every or max(1, cfg.stop.max_rounds // 200)
         self.k, self.wall, self.first = 0, 0.0, None
         self.trace.meta["metric"] = self.metric
         self.method = build_method(spec, problem, self.channel, cfg.seed, cfg.float_bits, cfg.seeds)
         #: rounds (the meter's usage, timed by the time model) or the method's own simulated time
         self.clock = self.method.make_clock(cfg.time, cfg.seeds.get("clock", cfg.seed))
+        if self.threat is not None:
+            self.threat.generator = self.method.ctx.generator("attack")
+            self.trace.meta["byzantine"] = self.threat.describe()
         self.trace.meta.update(stepsize=self.method.gamma, paper=self.method.paper, config=spec)
 
     @property
@@ -189,7 +205,7 @@ class Session:
         """close_round + evaluate + record, for the plain loop."""
         if self.close_round():
             ev = evaluate if self.backend is None else self.backend.evaluate
-            self.record(ev(self.problem, self.method.x) if self.x_is_finite() else None)
+            self.record(ev(self.eval_problem, self.method.x) if self.x_is_finite() else None)
 
     def _end(self, status: str, message: str | None = None) -> None:
         self.trace.status = status
@@ -215,7 +231,7 @@ class Session:
         components (a sampler may keep state between rounds), the generators, the meter, the clock
         and the trace (one pickle, so shared objects such as generators stay shared)."""
         m = self.method
-        state = {"method": m.state_dict(), "components": (m.compressor, m.down_compressor, m.sampler),
+        state = {"method": m.state_dict(), "components": (m.compressor, m.down_compressor, m.sampler, m.aggregator),
                  "generators": m.ctx._generators, "meter": self.meter, "clock": self.clock,
                  "k": self.k, "wall": self.wall, "first": self.first, "trace": self.trace.to_dict()}
         buf = io.BytesIO()
@@ -227,9 +243,11 @@ class Session:
         s = torch.load(io.BytesIO(blob), weights_only=False, map_location=self.problem.device)
         m = self.method
         m.load_state_dict(s["method"])
-        m.compressor, m.down_compressor, m.sampler = s["components"]
-        m.ctx.compressor, m.ctx.down_compressor, m.ctx.sampler = s["components"]
+        m.compressor, m.down_compressor, m.sampler, m.aggregator = s["components"]
+        m.ctx.compressor, m.ctx.down_compressor, m.ctx.sampler, m.ctx.aggregator = s["components"]
         m.ctx._generators = s["generators"]
+        if self.threat is not None:
+            self.threat.generator = m.ctx.generator("attack")
         self.meter, self.clock = s["meter"], s["clock"]
         self.channel.meter = self.meter
         if self.problem.meter is not None:
@@ -356,10 +374,15 @@ def validate_methods(cfg: ExperimentConfig, problem: Problem) -> None:
     (k > d, a biased compressor where an unbiased one is needed, ...) fails before any run."""
     from .config import ConfigError
 
+    try:
+        threat = None if cfg.byzantine is None else Threat.from_config(cfg.byzantine, problem.n)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for i, spec in enumerate(cfg.methods):
         try:
-            method = build_method(spec, problem, Channel(Meter(problem.n), problem.d, cfg.float_bits),
-                                  cfg.seed, cfg.float_bits, cfg.seeds)
+            channel = Channel(Meter(problem.n), problem.d, cfg.float_bits)
+            channel.threat = threat
+            method = build_method(spec, problem, channel, cfg.seed, cfg.float_bits, cfg.seeds)
             if not math.isfinite(method.gamma) or method.gamma <= 0:
                 raise ValueError(f"stepsize {method.gamma} is not a positive number")
         except (ValueError, TypeError, NotImplementedError) as e:

@@ -10,6 +10,11 @@ client i keeps a shift h_i, the server their mean h; a round sends
 When the shifts learn the clients' gradients at the solution, the compressed differences (and the
 compression noise) vanish there. DIANA is nu = 1, lambda = 1/(omega + 1) with unbiased C; EF21 is
 nu = lambda = 1 with contractive C.
+
+A robust server (BR-DIANA, the baseline of Gorbunov et al. 2023, "Variance reduction is an
+antidote to Byzantines") passes ``aggregate``: it forms each client's estimate h_i + Delta_i from
+what it receives (a Byzantine row: whatever its attack made of it, ``channel.receive``) and
+aggregates them robustly; the shifts move by the received Delta_i (nu = 1).
 """
 from __future__ import annotations
 
@@ -41,9 +46,17 @@ class Shifts(Stateful):
         self.h = channel.uplink(msg)
 
     def estimate(self, G: torch.Tensor, compress: Callable[[torch.Tensor], Message], channel, lam: float,
-                 nu: float = 1.0) -> torch.Tensor:
-        """One round (module docstring) with the clients' vectors ``G``; returns h + nu mean_i Delta_i."""
+                 nu: float = 1.0, aggregate=None, context=None) -> torch.Tensor:
+        """One round (module docstring) with the clients' vectors ``G``; returns h + nu mean_i Delta_i
+        (with ``aggregate``: Agg(h_i + Delta_i), nu = 1)."""
         msg = compress(G - self.H)
+        if aggregate is not None:
+            if nu != 1.0:
+                raise ValueError("a robustly aggregated shift estimate needs nu = 1")
+            V = channel.receive(msg, context=context, base=self.H)
+            self.H.add_(V - self.H, alpha=lam)
+            self.h = self.H.mean(-2)
+            return aggregate(V)
         delta = channel.uplink(msg)
         g = torch.add(self.h, delta, alpha=nu)
         self.H.add_(msg.values, alpha=lam)

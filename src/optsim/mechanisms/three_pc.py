@@ -234,6 +234,10 @@ class Feedback(Stateful):
 
     Replica-stacked (leading replica dimension) with a method's ``compress``; ``weights`` as the
     channel's ``uplink`` (e.g. 1/n for partial participation without reweighting).
+
+    A robust server (Byz-EF21, Rammal et al. 2024) passes ``aggregate`` (e.g. ``Method.aggregate``;
+    all clients send): ``H`` is then the server's view of the estimates, the Byzantine rows being
+    whatever their attack made of them (``channel.receive``), and g = aggregate(H).
     """
 
     state = ("H", "Y", "g")
@@ -241,23 +245,35 @@ class Feedback(Stateful):
     def __init__(self, mechanism: ThreePC):
         self.mechanism = mechanism
 
-    def start(self, msg: Message, channel, X: torch.Tensor | None = None) -> torch.Tensor:
+    def start(self, msg: Message, channel, X: torch.Tensor | None = None, aggregate=None,
+              context=None) -> torch.Tensor:
         """Round 0: the clients send ``msg`` (their first estimates, e.g. ``channel.dense(G)``); ``X``
         their inputs, the previous inputs of the next round (default: the estimates). Returns g."""
-        self.H = msg.values.clone()
+        if aggregate is None:
+            self.H = msg.values.clone()
+            self.g = channel.uplink(msg)
+        else:
+            self.H = channel.receive(msg, context=context).clone()
+            self.g = aggregate(self.H)
         if self.mechanism.needs_previous:
             self.Y = (self.H if X is None else X).clone()
-        self.g = channel.uplink(msg)
         return self.g
 
     def send(self, X: torch.Tensor, channel, compress: Compress | None = None, generator=None, clients=None,
-             weights=None) -> torch.Tensor:
+             weights=None, aggregate=None, context=None) -> torch.Tensor:
         """One round: the clients (default all; else the rows ``clients`` of X) send their changes;
         returns the server's new aggregate g. ``compress``: the compression to use (default: the
         mechanism's compressor drawing from ``generator``)."""
         mech = self.mechanism
         if compress is None:
             compress = mech.compressing(generator)
+        if aggregate is not None:
+            msg = mech.apply(self.H, self.Y if mech.needs_previous else None, X, compress, None)
+            self.H = channel.receive(msg, context=context, base=self.H)
+            if mech.needs_previous:
+                self.Y = X
+            self.g = aggregate(self.H)
+            return self.g
         if clients is None:
             msg = mech.apply(self.H, self.Y if mech.needs_previous else None, X, compress, None)
             self.H.add_(msg.values)

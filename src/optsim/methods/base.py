@@ -67,7 +67,7 @@ METHODS: dict[str, type["Method"]] = {}
 STEPSIZE_SOURCES = ("theorem", "reading", "derived", "explicit")
 
 #: Keys of a method's config that are not its Params.
-COMPONENT_KEYS = ("compressor", "down_compressor", "sampler")
+COMPONENT_KEYS = ("compressor", "down_compressor", "sampler", "aggregator")
 
 
 class MethodParams(BaseModel):
@@ -90,6 +90,8 @@ class Context:
     compressor: Compressor | None = None
     down_compressor: Compressor | None = None
     sampler: ClientSampler | None = None
+    #: a robust aggregator (:mod:`optsim.robust.aggregators`) for methods whose ``uses`` has it
+    aggregator: Any = None
     #: per-component seed overrides (e.g. {"compressor": 7}); the others derive from ``seed``
     seeds: dict[str, int] = field(default_factory=dict)
     _generators: dict = field(default_factory=dict)
@@ -129,6 +131,7 @@ class Method(Stateful):
         self.compressor = ctx.compressor
         self.down_compressor = ctx.down_compressor
         self.sampler = ctx.sampler
+        self.aggregator = ctx.aggregator
         self.check()
 
     def check(self) -> None:
@@ -183,7 +186,7 @@ class Method(Stateful):
         replica-stacked with each copy equal to its separate run: a ``replica_batched`` method (with
         client sampling, the copies of one stack must share the sampler's seed, so that they sample
         the same clients: :meth:`sample_clients` checks it)."""
-        return self.replica_batched
+        return self.replica_batched and self.channel.threat is None
 
     @property
     def samples_clients(self) -> bool:
@@ -214,6 +217,12 @@ class Method(Stateful):
             return self.compressor(X, self.ctx.generator("compressor"), clients)
         generators = [ctx.generator("compressor") for ctx in self.ctx.replicas] if self.compressor.randomized else None
         return self.compressor.compress_replicas(X, generators, clients)
+
+    def aggregate(self, V: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+        """The server's robust aggregate of vectors it holds (e.g. from ``channel.receive``): the
+        method's ``aggregator`` (the mean when it has none), after clipping to ``clip``; see
+        :meth:`optsim.channel.Channel.aggregate`."""
+        return self.channel.aggregate(V, self.aggregator, self.ctx.generator("aggregator"), clip)
 
     def compress_down(self, x: torch.Tensor) -> Message:
         """The downlink compressor applied to one server vector (a one-row message)."""
@@ -345,7 +354,7 @@ class MethodSpec:
         for k, c in comps.items():
             if k not in mcls.uses:
                 raise ValueError(f"{mcls.name} takes no {k} (it uses: {', '.join(mcls.uses) or 'none'})")
-            if k != "sampler":
+            if k in ("compressor", "down_compressor"):
                 try:
                     check_compressor_spec(c)
                 except ValueError as e:
@@ -366,6 +375,11 @@ class MethodSpec:
                                                   mcls.component_dim("down_compressor", problem), problem.n, float_bits)
         if "sampler" in mcls.uses:
             ctx.sampler = make_sampler(comps.get("sampler"), problem.n, problem.L_i)
+        if "aggregator" in mcls.uses:
+            from ..robust import make_aggregator
+
+            f = channel.threat.count if channel.threat is not None else 0
+            ctx.aggregator = make_aggregator(comps.get("aggregator", "mean"), problem.n, f)
         return mcls(ctx, self.params)
 
 

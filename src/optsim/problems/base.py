@@ -349,6 +349,16 @@ class Problem:
         ``{"L0": of f, "L0_i": (n,) of the f_i, "L0_samples": of one sample's function, "L1": L1}``."""
         return None
 
+    def subset(self, clients) -> "Problem":
+        """The problem of the clients ``clients`` only (f = their mean): the objective the honest
+        clients share under a Byzantine threat model."""
+        raise NotImplementedError(f"{self.name} has no sub-problem of a subset of its clients")
+
+    def flip_labels(self, clients) -> "Problem":
+        """The same problem with the labels of ``clients`` flipped (binary +-1: y -> -y): the data of
+        label-flipping Byzantine clients."""
+        raise NotImplementedError(f"{self.name} has no labels to flip")
+
     @property
     def quadratic_data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(A (n, d, d), b (n, d)) when every f_i(x) = x^T A_i x / 2 - b_i^T x exactly (closed forms of

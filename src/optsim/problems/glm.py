@@ -211,6 +211,23 @@ class GLMProblem(Problem):
         """max_ij L_ij, the worst per-sample smoothness constant."""
         return float(self.L_samples.max())
 
+    def _client_data(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        m = int(self.m[i])
+        return self.A[i, :m].cpu(), self.b[i, :m].cpu()
+
+    def subset(self, clients) -> "GLMProblem":
+        rows = [int(i) for i in torch.as_tensor(clients).tolist()]
+        data = [self._client_data(i) for i in rows]
+        return type(self)([a for a, _ in data], [b for _, b in data], lam=self.lam, dtype=self.dtype, device=self.device)
+
+    def flip_labels(self, clients) -> "GLMProblem":
+        flip = set(int(i) for i in torch.as_tensor(clients).tolist())
+        if self.name == "least_squares":
+            raise ValueError("label flipping needs classification labels (+-1); least squares has real targets")
+        data = [self._client_data(i) for i in range(self.n)]
+        return type(self)([a for a, _ in data], [-b if i in flip else b for i, (_, b) in enumerate(data)], lam=self.lam,
+                          dtype=self.dtype, device=self.device)
+
     @property
     def local_mu(self) -> torch.Tensor:
         """lambda of the l2 regularizer (the logistic part may be arbitrarily flat); ValueError for the

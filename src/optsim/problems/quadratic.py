@@ -97,6 +97,10 @@ class Quadratic(Problem):
     def additive_noise(self) -> bool:
         return True
 
+    def subset(self, clients) -> "Quadratic":
+        rows = torch.as_tensor(clients, dtype=torch.long, device=self.device)
+        return Quadratic(self.A[rows], self.b[rows], noise=self.noise, dtype=self.dtype, device=self.device)
+
     @property
     def quadratic_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.A, self.b

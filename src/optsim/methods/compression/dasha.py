@@ -95,8 +95,12 @@ class _DASHABase(Method):
         self.x = self.channel.broadcast(self.x - self.gamma * self.g)
         H_new = self._estimate(self.x, x_old)
         msg = self.compress(H_new - self.H - self.a * (self.G - self.H))
-        self.G.add_(msg.values)
         self.H = H_new
+        self._deliver(msg)
+
+    def _deliver(self, msg) -> None:
+        """The clients' messages m_i reach the server: g_i += m_i, g += (1/n) sum_i m_i."""
+        self.G.add_(msg.values)
         self.g = self.g + self.channel.uplink(msg)
 
     def _pair(self, x_new, x_old, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
