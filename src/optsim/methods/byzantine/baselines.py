@@ -1,7 +1,6 @@
 """The robust baselines B1-B3 compare against: SGD with worker momentum and DIANA, aggregated robustly."""
 from __future__ import annotations
 
-import torch
 from pydantic import Field, PositiveInt
 
 from ...mechanisms import Shifts
