@@ -298,3 +298,24 @@ def test_cli_lists_attacks_and_aggregators(capsys):
     assert main(["list", "aggregators"]) == 0
     out = capsys.readouterr().out
     assert all(a in out for a in ("cm", "tm", "gm", "krum", "multi_krum", "cc", "bucketing"))
+
+
+@pytest.mark.parametrize("rid", ["B1", "B2", "B3"])
+def test_recipe_fast_passes(rid, tmp_path):
+    from optsim.reproduce import run_recipe
+
+    outcome, _ = run_recipe(rid, tmp_path, fast=True)
+    assert outcome.passed, outcome.measured
+    assert outcome.figures and all(p.exists() for p in outcome.figures)
+
+
+def test_readme_byzantine_example_parses():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("byzantine:"))
+    cfg = parse_config(yaml.safe_load(block))
+    assert cfg.byzantine.count == 1 and [m["name"] for m in cfg.methods] == ["byz_vr_marina", "br_sgdm"]

@@ -110,7 +110,7 @@ def _check_disjoint(parts, N):
     return allidx
 
 
-@pytest.mark.parametrize("kind", PARTITIONS)
+@pytest.mark.parametrize("kind", [k for k in PARTITIONS if k != "full"])
 def test_partitions_disjoint_in_range_seeded(kind):
     y = _labels((37, 50, 26))
     N = len(y)
@@ -122,6 +122,12 @@ def test_partitions_disjoint_in_range_seeded(kind):
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
     if kind != "sorted":  # sorted is deterministic by design
         assert not all(np.array_equal(p, q) for p, q in zip(a, c))
+
+
+def test_full_gives_every_client_the_whole_dataset():
+    y = _labels((37, 50, 26))
+    parts = partition(y, 4, "full", seed=3)
+    assert len(parts) == 4 and all(np.array_equal(p, np.arange(len(y))) for p in parts)
 
 
 def test_iid_sizes():
@@ -191,10 +197,12 @@ def test_unbalanced_sizes_never_increase():
 def test_partition_errors():
     y = _labels((5, 5))
     for kind in PARTITIONS:
-        with pytest.raises(ValueError, match="cannot split 10 samples among 11 clients"):
-            partition(y, 11, kind)
+        if kind != "full":  # every client holds all samples: any number of clients
+            with pytest.raises(ValueError, match="cannot split 10 samples among 11 clients"):
+                partition(y, 11, kind)
         with pytest.raises(ValueError, match="clients must be >= 1"):
             partition(y, 0, kind)
+    assert len(partition(y, 11, "full")) == 11
     assert len(partition(y, 10, "iid")) == 10  # as many clients as samples is fine
     with pytest.raises(ValueError, match="choose one of"):
         partition(y, 2, "nope")

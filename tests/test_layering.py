@@ -20,7 +20,7 @@ LAYERS = [
     {"clock", "compress", "sampling", "optim", "robust"},
     {"problems"},
     {"data"},
-    {"meter", "rng", "state", "trace"},
+    {"meter", "rng", "state", "trace", "specs"},
 ]
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..meter import constant_bits
+from ..specs import split_spec, unknown_name
 
 __all__ = ["Compressor", "Message", "ReplicaMismatch", "COMPRESSORS", "register_compressor", "make_compressor",
            "check_compressor_spec", "index_bits"]
@@ -159,12 +160,6 @@ def register_compressor(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def _unknown(kind: str, name: str, known) -> ValueError:
-    close = difflib.get_close_matches(name, list(known), n=3)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"unknown {kind} '{name}'{hint} (available: {', '.join(sorted(known))})")
-
-
 def make_compressor(spec: Any, d: int, n: int = 1, float_bits: int = 32) -> Compressor:
     """Build a compressor from a spec: a name (``"top_k"`` needs no more), a dict
     ``{"name": "rand_k", "k": 5}``, or a list ``[outer, inner]`` meaning outer(inner(x))."""
@@ -174,14 +169,7 @@ def make_compressor(spec: Any, d: int, n: int = 1, float_bits: int = 32) -> Comp
         return spec
     if isinstance(spec, (list, tuple)):
         return make_compressor({"name": "compose", "outer": spec[0], "inner": spec[1]}, d, n, float_bits)
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"a compressor is a name or a mapping with 'name', got {spec!r}")
-    spec = dict(spec)
-    name = spec.pop("name")
-    if name not in COMPRESSORS:
-        raise _unknown("compressor", name, COMPRESSORS)
+    name, spec = split_spec(spec, "compressor", COMPRESSORS)
     cls = COMPRESSORS[name]
     sig = inspect.signature(cls.__init__)
     allowed = [p for p in sig.parameters if p not in ("self", "d", "n", "float_bits")]
@@ -207,4 +195,4 @@ def check_compressor_spec(spec: Any) -> None:
         return
     name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
     if name not in COMPRESSORS:
-        raise _unknown("compressor", name, COMPRESSORS)
+        raise unknown_name("compressor", name, COMPRESSORS)

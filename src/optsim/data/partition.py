@@ -31,7 +31,8 @@ def partition(y: np.ndarray, n: int, kind: str = "iid", *, seed: int = 0, alpha:
     """Index arrays, one per client, of the samples each client holds."""
     N = len(y)
     if kind == "full":
-        return [np.arange(N) for _ in range(max(1, n))]
+        _check(N, min(n, N))
+        return [np.arange(N) for _ in range(n)]
     _check(N, n)
     rng = numpy_rng(seed, "partition")
     if kind == "iid":

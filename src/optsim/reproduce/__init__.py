@@ -7,5 +7,6 @@ from . import local  # noqa: F401  (L2, L7, L8, L9, baseline-proxskip)
 from . import accelerated_local  # noqa: F401  (L1, L3, L4, L5, L6, L10, L11, L12)
 from . import newton_rr  # noqa: F401  (C3, C5, C6, C7)
 from . import neural  # noqa: F401  (M1, M2, M3, M4, M6, C8, A4)
+from . import byzantine  # noqa: F401  (B1, B2, B3)
 
 __all__ = ["PAPER_IDS", "RECIPES", "Outcome", "Recipe", "recipe", "run_recipe", "status_table"]

@@ -43,14 +43,13 @@ overflow are +inf, i.e. infinitely far).
 """
 from __future__ import annotations
 
-import difflib
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from ..specs import close_matches, split_spec
 from ..state import Stateful
 
 __all__ = ["Aggregator", "AGGREGATORS", "register_aggregator", "make_aggregator",
@@ -62,15 +61,6 @@ AGGREGATORS: dict[str, type["Aggregator"]] = {}
 
 #: spec keys of :func:`make_aggregator` that wrap any rule (not parameters of the rule itself)
 WRAPPER_KEYS = ("bucketing", "nnm")
-
-
-def _close(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def _unknown(kind: str, name: Any, known) -> ValueError:
-    return ValueError(f"unknown {kind} {name!r}{_close(str(name), known)} (available: {', '.join(sorted(known))})")
 
 
 def _is_int(v) -> bool:
@@ -293,7 +283,7 @@ class Aggregator(Stateful):
                 allowed = list(self.defaults)
                 extra = (" (bucketing and nnm are spec keys of make_aggregator, which wraps the rule)"
                          if key in WRAPPER_KEYS else "")
-                raise ValueError(f"aggregator '{self.name}' has no parameter '{key}'{_close(key, allowed + list(WRAPPER_KEYS))}"
+                raise ValueError(f"aggregator '{self.name}' has no parameter '{key}'{close_matches(key, allowed + list(WRAPPER_KEYS))}"
                                  f"{extra} (parameters: {', '.join(allowed) or 'none'}; with any rule: "
                                  f"{', '.join(WRAPPER_KEYS)})")
         for key, default in self.defaults.items():
@@ -694,14 +684,7 @@ def make_aggregator(spec: Any, n: int, f: int) -> Aggregator:
     Order of application: NNM, then bucketing, then the rule."""
     if isinstance(spec, Aggregator):
         return spec
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(f"an aggregator is a name or a mapping with 'name', got {spec!r}")
-    params = dict(spec)
-    name = params.pop("name")
-    if name not in AGGREGATORS:
-        raise _unknown("aggregator", name, AGGREGATORS)
+    name, params = split_spec(spec, "aggregator", AGGREGATORS)
     cls = AGGREGATORS[name]
     s = params.pop("bucketing", None)
     nnm = params.pop("nnm", False)

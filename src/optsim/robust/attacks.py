@@ -30,12 +30,13 @@ format costs, whatever is inside.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from statistics import NormalDist
 from typing import Any, ClassVar
 
 import torch
+
+from ..specs import split_spec
 
 __all__ = ["Attack", "ATTACKS", "register_attack", "make_attack", "alie_z"]
 
@@ -226,16 +227,7 @@ def make_attack(spec: Any, n: int, f: int) -> Attack:
     """An attack from a name (``"alie"``) or a mapping (``{"name": "ipm", "eps": 0.5}``)."""
     if isinstance(spec, Attack):
         return spec
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"an attack is a name or a mapping with 'name', got {spec!r}")
-    spec = dict(spec)
-    name = spec.pop("name")
-    if name not in ATTACKS:
-        close = difflib.get_close_matches(str(name), list(ATTACKS), n=2)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown attack '{name}'{hint} (available: {', '.join(sorted(ATTACKS))})")
+    name, spec = split_spec(spec, "attack", ATTACKS)
     try:
         return ATTACKS[name](n, f, **spec)
     except TypeError as e:

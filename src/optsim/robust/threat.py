@@ -27,6 +27,7 @@ class Threat:
         self.byzantine = torch.as_tensor(byzantine, dtype=torch.bool).cpu()
         self.attack = attack
         self.generator = generator
+        self._rows: dict = {}
 
     @classmethod
     def from_config(cls, spec: Any, n: int) -> "Threat":
@@ -64,13 +65,23 @@ class Threat:
         with the Byzantine senders' rows replaced by the attack's."""
         if self.attack.data_level or not self.count:
             return V
-        ids = torch.arange(V.shape[-2]) if clients is None else torch.as_tensor(clients).cpu()
-        byz = self.byzantine[ids].to(V.device)
-        if not bool(byz.any()):
+        if clients is None:
+            key = (V.shape[-2], V.device)
+            if key not in self._rows:  # all clients send: the split is the same every round
+                self._rows[key] = self._split(self.byzantine[: V.shape[-2]], V.device)
+            byz, honest = self._rows[key]
+        else:
+            byz, honest = self._split(self.byzantine[torch.as_tensor(clients).cpu()], V.device)
+        if not byz.numel():
             return V
         out = V.clone()
-        out[..., byz, :] = self.attack(V[..., ~byz, :], V[..., byz, :], self.generator, context)
+        out[..., byz, :] = self.attack(V[..., honest, :], V[..., byz, :], self.generator, context)
         return out
+
+    @staticmethod
+    def _split(mask: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row positions of the Byzantine and of the honest senders, on ``device``."""
+        return torch.nonzero(mask).flatten().to(device), torch.nonzero(~mask).flatten().to(device)
 
     def describe(self) -> str:
         return f"{self.count} Byzantine client(s), attack {self.attack.describe()}"
