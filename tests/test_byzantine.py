@@ -348,3 +348,11 @@ def test_clipping_heuristic_helps_momentum_sgd_under_shift_back():
         clipped = run_method(problem, {**spec, "clip_heuristic": 10.0}, cfg, progress=False)
     tail = lambda t: float(np.mean(t["f_gap"][len(t) // 2:]))  # noqa: E731  (SGD's noise floor)
     assert tail(clipped) < 0.5 * tail(plain), (tail(clipped), tail(plain))
+
+
+def test_the_threat_model_is_part_of_a_runs_identity():
+    from optsim.experiment.store import run_hash
+
+    cfgs = [parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"], "byzantine": b})
+            for b in ({"count": 1, "attack": "ipm"}, {"count": 1, "attack": "alie"}, {"count": 2, "attack": "ipm"}, None)]
+    assert len({run_hash(c, c.methods[0]) for c in cfgs}) == 4
