@@ -17,7 +17,7 @@ LAYERS = [
     {"methods"},
     {"mechanisms", "estimators"},
     {"channel"},
-    {"clock", "compress", "sampling", "optim", "robust"},
+    {"clock", "compress", "sampling", "optim", "robust", "privacy"},
     {"problems"},
     {"data"},
     {"meter", "rng", "state", "trace", "specs"},

@@ -296,6 +296,20 @@ def _cmd_reproduce(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_privacy(args) -> int:
+    from .privacy import available_accountants, epsilon, noise_for_epsilon
+
+    setting = dict(sample_rate=args.sample_rate, steps=args.steps, delta=args.delta, sampling=args.sampling,
+                   population=args.population)
+    names = available_accountants("poisson" if args.sample_rate == 1 else args.sampling)
+    if args.noise is not None:
+        rows = [(name, f"{epsilon(args.noise, accountant=name, **setting):.6g}") for name in names]
+    else:
+        rows = [(name, f"{noise_for_epsilon(args.epsilon, accountant=name, **setting):.6g}") for name in names]
+    _table([("accountant", "epsilon" if args.noise is not None else "noise multiplier")] + rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="optsim", description="Research simulator for distributed and federated optimization.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -373,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--fast", action="store_true", help="a scaled-down version (under a minute)")
     rp.add_argument("--out", default="results/reproduce")
     rp.set_defaults(func=_cmd_reproduce)
+    pr = sub.add_parser("privacy", help="epsilon of noisy rounds of client sampling (dp-accounting: RDP, PLD), "
+                        "or the noise for a target epsilon")
+    target = pr.add_mutually_exclusive_group(required=True)
+    target.add_argument("--noise", type=float, metavar="SIGMA", help="noise multiplier (noise std / sensitivity)")
+    target.add_argument("--epsilon", type=float, help="target epsilon: print the noise multiplier that meets it")
+    pr.add_argument("--sample-rate", type=float, required=True, metavar="Q",
+                    help="share of the clients in a round (C / population for --sampling fixed)")
+    pr.add_argument("--steps", type=int, required=True, help="rounds")
+    pr.add_argument("--delta", type=float, help="the delta of (epsilon, delta)-DP, e.g. 1e-5")
+    pr.add_argument("--sampling", default="poisson",
+                    help="poisson (each client with probability Q) or fixed (C of --population without "
+                    "replacement, replace-one neighbours; RDP only)")
+    pr.add_argument("--population", type=int, metavar="N", help="clients to sample from (--sampling fixed)")
+    pr.set_defaults(func=_cmd_privacy)
     return p
 
 

@@ -13,7 +13,9 @@ Every cross-client interaction of a method goes through it, so the bits are coun
 
 Under a Byzantine threat model (``threat``) the Byzantine senders' rows of what the server receives
 for aggregation (``uplink``, ``receive``) are replaced by their attack's; they are charged bits
-like the others.
+like the others. In a private run (``privacy``) every ``uplink`` is a release of the Gaussian
+mechanism: each sender's row bounded (clipped or normalized), noise added by the clients or the
+server, the release counted by the run's accountant (:mod:`optsim.privacy.mechanisms`).
 
 A plain tensor is a dense message of ``d * float_bits`` bits per row. Messages of other shapes
 get their bits here too, never in a method: :meth:`dense` (any row length) and :meth:`sparse`
@@ -41,6 +43,8 @@ class Channel:
         self.replicas = int(replicas)
         #: the run's Byzantine threat model (:class:`optsim.robust.Threat`; None: every client is honest)
         self.threat = None
+        #: the run's differential-privacy mechanism (:class:`optsim.privacy.Privatizer`; None: not private)
+        self.privacy = None
 
     def float_bits_of(self, count: int | None = None) -> float:
         """Bits of ``count`` uncompressed floats (default d: one model), e.g. for a link's timing."""
@@ -74,6 +78,12 @@ class Channel:
         msg = self._as_message(msg)
         self.meter.add_up(clients, msg.bits)
         V = msg.values if self.threat is None else self.threat.apply(msg.values, clients)
+        if self.privacy is not None:
+            m = V.shape[-2]
+            w = (torch.full((m,), 1.0 / max(m, 1), dtype=V.dtype, device=V.device) if weights is None
+                 else torch.full((m,), float(weights), dtype=V.dtype, device=V.device) if isinstance(weights, float)
+                 else torch.as_tensor(weights, dtype=V.dtype, device=V.device))
+            return self.privacy.release(V, w)
         if weights is None:
             return V.mean(-2) if V.shape[-2] else V.new_zeros(*V.shape[:-2], self.d)
         if isinstance(weights, float):

@@ -138,6 +138,8 @@ class StopConfig(Strict):
     metric: Literal["auto", "f_gap", "grad_norm_sq", "dist_sq", "loss"] = "auto"
     max_sim_time: PositiveFloat | None = None
     max_wall_time: PositiveFloat | None = None
+    #: stop when the privacy spent reaches this epsilon (needs a ``privacy`` block with noise)
+    max_epsilon: PositiveFloat | None = None
     #: a run whose metric exceeds this factor times its initial value has diverged
     blowup: PositiveFloat = 1e10
 
@@ -161,6 +163,26 @@ class ByzantineConfig(Strict):
         from ..robust import make_attack
 
         make_attack(self.attack, 2, 0)  # an unknown name or parameter is refused on load
+        return self
+
+
+class PrivacyConfig(Strict):
+    """Client-level differential privacy (:mod:`optsim.privacy`): every aggregation of the clients'
+    rows bounds each row (``clip: C`` or ``normalize: alpha``) and adds Gaussian noise of std
+    ``noise_multiplier`` x the bound, on the clients (``local``) or the server (``central``); the
+    epsilon spent for ``delta`` is logged as the ``epsilon`` column."""
+
+    noise_multiplier: NonNegativeFloat
+    clip: PositiveFloat | None = None
+    normalize: NonNegativeFloat | None = None
+    where: Literal["central", "local"] = "central"
+    delta: float = Field(gt=0.0, lt=1.0)
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+    @model_validator(mode="after")
+    def _one_bound(self):
+        if (self.clip is None) == (self.normalize is None):
+            raise ValueError("bound each client's contribution with clip: C or normalize: alpha (one of them)")
         return self
 
 
@@ -240,7 +262,8 @@ class ExperimentConfig(Strict):
     name: str = "experiment"
     seed: int = 0
     #: per-component seed overrides, e.g. {compressor: 3}: only that component's randomness changes
-    seeds: dict[Literal["compressor", "down_compressor", "sampler", "noise", "method", "clock"], int] = {}
+    seeds: dict[Literal["compressor", "down_compressor", "sampler", "noise", "method", "clock", "aggregator", "attack",
+                        "privacy"], int] = {}
     dtype: Literal["float64", "float32"] = "float64"
     device: str = "cpu"
     #: CPU threads for tensor ops; "auto": 1 for small problems (where thread start-up costs more
@@ -256,6 +279,8 @@ class ExperimentConfig(Strict):
     time: TimeConfig = TimeConfig()
     #: a Byzantine threat model (None: every client is honest)
     byzantine: ByzantineConfig | None = None
+    #: client-level differential privacy (None: not private)
+    privacy: PrivacyConfig | None = None
     plot: PlotConfig = PlotConfig()
     #: where results and figures go (default results/<name>)
     out: str | None = None
@@ -295,6 +320,17 @@ class ExperimentConfig(Strict):
     def _defaults(self):
         if self.out is None:
             self.out = str(Path("results") / self.name)
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_budget(self):
+        if self.stop.max_epsilon is not None:
+            if self.privacy is None:
+                raise ValueError("stop.max_epsilon needs a privacy block (privacy: {noise_multiplier: ..., clip: ..., "
+                                 "delta: ...})")
+            if self.privacy.noise_multiplier == 0:
+                raise ValueError("stop.max_epsilon with privacy.noise_multiplier 0: without noise no epsilon is "
+                                 "finite; give a positive noise_multiplier")
         return self
 
     def labels(self) -> list[str]:

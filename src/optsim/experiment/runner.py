@@ -28,7 +28,9 @@ from ..channel import Channel
 from ..meter import Meter
 from ..methods.base import build_method
 from ..problems import Problem
+from ..privacy import PrivacyAccountant, Privatizer
 from ..robust.threat import Threat
+from ..sampling import Independent, Nice
 from ..trace import Trace
 from .config import ExperimentConfig
 
@@ -72,6 +74,29 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
     for row, x in zip(rows, X):
         row.update(problem.extra_metrics(x))
     return rows
+
+
+def make_privatizer(cfg: ExperimentConfig, method) -> Privatizer:
+    """The run's Gaussian mechanism (``cfg.privacy``) with its accountant: the sampling rate of one
+    release is the method's client sampling (nice: fixed-size, C/n; independent: Poisson with the
+    largest p_i; none: 1)."""
+    pc, s, n = cfg.privacy, method.sampler, method.n
+    if s is None or s.is_full:
+        rate, sampling = 1.0, "poisson"
+    elif isinstance(s, Nice):
+        rate, sampling = s.tau / n, "fixed"
+    elif isinstance(s, Independent):
+        rate, sampling = float(s.probs.max()), "poisson"
+    else:
+        rate, sampling = 1.0, "poisson"  # a deterministic schedule: no amplification is claimed
+    accountant = None
+    if pc.noise_multiplier > 0:
+        accountant = PrivacyAccountant(pc.noise_multiplier, rate, pc.delta, accountant=pc.accountant,
+                                       sampling=sampling if rate < 1 else "poisson", population=n)
+    privatizer = Privatizer(pc.noise_multiplier, clip=pc.clip, normalize=pc.normalize, where=pc.where,
+                            generator=method.ctx.generator("privacy"), accountant=accountant)
+    method.check_privacy(privatizer)
+    return privatizer
 
 
 def honest_problem(problem: Problem, threat: Threat) -> Problem:
@@ -123,6 +148,11 @@ class Session:
         if self.threat is not None:
             self.threat.generator = self.method.ctx.generator("attack")
             self.trace.meta["byzantine"] = self.threat.describe()
+        #: the differential-privacy mechanism of the channel (None: not private) and its accountant
+        self.privacy = make_privatizer(cfg, self.method) if cfg.privacy is not None else None
+        self.channel.privacy = self.privacy
+        if self.privacy is not None:
+            self.trace.meta["privacy"] = self.privacy.describe() + f", delta={cfg.privacy.delta:g}"
         self.trace.meta.update(stepsize=self.method.gamma, paper=self.method.paper, config=spec)
 
     @property
@@ -170,7 +200,14 @@ class Session:
                       or (stop.max_sim_time is not None and self.clock.now >= stop.max_sim_time)
                       or (stop.max_wall_time is not None and self.wall >= stop.max_wall_time)
                       or self.k >= stop.max_rounds)
-        return self.k % self.log_every == 0 or self._over
+        logged = self.k % self.log_every == 0 or self._over
+        if self.privacy is not None and (logged or stop.max_epsilon is not None):
+            eps = self.privacy.epsilon()
+            self._row["epsilon"] = eps
+            if stop.max_epsilon is not None and eps >= stop.max_epsilon:
+                self._over, logged = True, True
+                self.trace.meta["privacy_budget_reached"] = self.k
+        return logged
 
     def x_is_finite(self) -> bool:
         return bool(torch.isfinite(self.method.x).all())
@@ -233,6 +270,7 @@ class Session:
         m = self.method
         state = {"method": m.state_dict(), "components": (m.compressor, m.down_compressor, m.sampler, m.aggregator),
                  "generators": m.ctx._generators, "meter": self.meter, "clock": self.clock,
+                 "releases": None if self.privacy is None else self.privacy.releases,
                  "k": self.k, "wall": self.wall, "first": self.first, "trace": self.trace.to_dict()}
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -248,6 +286,9 @@ class Session:
         m.ctx._generators = s["generators"]
         if self.threat is not None:
             self.threat.generator = m.ctx.generator("attack")
+        if self.privacy is not None:
+            self.privacy.generator = m.ctx.generator("privacy")
+            self.privacy.restore(s["releases"])
         self.meter, self.clock = s["meter"], s["clock"]
         self.channel.meter = self.meter
         if self.problem.meter is not None:
@@ -383,6 +424,8 @@ def validate_methods(cfg: ExperimentConfig, problem: Problem) -> None:
             channel = Channel(Meter(problem.n), problem.d, cfg.float_bits)
             channel.threat = threat
             method = build_method(spec, problem, channel, cfg.seed, cfg.float_bits, cfg.seeds)
+            if cfg.privacy is not None:
+                make_privatizer(cfg, method)
             if not math.isfinite(method.gamma) or method.gamma <= 0:
                 raise ValueError(f"stepsize {method.gamma} is not a positive number")
         except (ValueError, TypeError, NotImplementedError) as e:

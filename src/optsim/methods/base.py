@@ -186,18 +186,24 @@ class Method(Stateful):
         replica-stacked with each copy equal to its separate run: a ``replica_batched`` method (with
         client sampling, the copies of one stack must share the sampler's seed, so that they sample
         the same clients: :meth:`sample_clients` checks it)."""
-        return self.replica_batched and self.channel.threat is None
+        return self.replica_batched and self.channel.threat is None and self.channel.privacy is None
 
     @property
     def samples_clients(self) -> bool:
         """Whether the participating clients are drawn at random."""
         return self.sampler is not None and not self.sampler.is_full
 
+    def check_privacy(self, privatizer) -> None:
+        """Refuse a differential-privacy mechanism (:class:`optsim.privacy.Privatizer`) this method
+        cannot run under, with a one-line ValueError naming the fix (default: any is accepted)."""
+
     def deterministic(self) -> bool:
         """Whether the run draws no random numbers (its seed changes nothing): no randomized
         compressor, no client sampling, no coins."""
         comps = (self.compressor, self.down_compressor)
-        return all(c is None or not c.randomized for c in comps) and not self.samples_clients and not self.draws_coins
+        private = self.channel.privacy is not None and self.channel.privacy.noise_multiplier > 0
+        return (all(c is None or not c.randomized for c in comps) and not self.samples_clients and not self.draws_coins
+                and not private)
 
     # ---- helpers for subclasses ------------------------------------------------------------------
     def zeros_clients(self, x: torch.Tensor | None = None) -> torch.Tensor:

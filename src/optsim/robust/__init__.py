@@ -8,12 +8,16 @@
   median), ``tm`` (trimmed mean), ``gm`` (geometric median, RFA), ``krum``, ``multi_krum``, ``cc``
   (centered clipping, stateful), ``clip`` (static clipping then mean), and the pre-aggregators
   ``bucketing: s`` and ``nnm: true`` (nearest-neighbour mixing) composable with each
-  (:func:`make_aggregator`).
+  (:func:`make_aggregator`);
+* :mod:`.certify` -- certified l2 robustness of a classifier by randomized smoothing (Cohen et al.'s
+  CERTIFY and PREDICT, batched over inputs and noise draws) and certified accuracy.
 """
 from .aggregators import (AGGREGATORS, Aggregator, Bucketing, CenteredClipping, CoordinateMedian,
                           GeometricMedian, Krum, Mean, MultiKrum, NearestNeighborMixing, StaticClipping,
                           TrimmedMean, bucket_means, coordinate_median, make_aggregator,
                           nearest_neighbor_mixing, register_aggregator, trimmed_mean)
+from .certify import (ABSTAIN, average_certified_radius, binomial_p_value, certified_accuracy, certify,
+                      lower_confidence_bound, noise_block_rows, predict, sample_counts)
 from .attacks import ATTACKS, Attack, alie_z, make_attack, register_attack
 from .threat import Threat
 
@@ -21,4 +25,5 @@ __all__ = ["ATTACKS", "Attack", "alie_z", "make_attack", "register_attack", "Thr
            "AGGREGATORS", "Aggregator", "Bucketing", "CenteredClipping", "CoordinateMedian", "GeometricMedian",
            "Krum", "Mean", "MultiKrum", "NearestNeighborMixing", "StaticClipping", "TrimmedMean", "bucket_means",
            "coordinate_median", "make_aggregator", "nearest_neighbor_mixing", "register_aggregator",
-           "trimmed_mean"]
+           "trimmed_mean", "ABSTAIN", "average_certified_radius", "binomial_p_value", "certified_accuracy",
+           "certify", "lower_confidence_bound", "noise_block_rows", "predict", "sample_counts"]
