@@ -20,7 +20,7 @@ LAYERS = [
     {"clock", "compress", "sampling", "optim", "robust", "privacy"},
     {"problems"},
     {"data"},
-    {"meter", "rng", "state", "trace", "specs"},
+    {"meter", "rng", "state", "trace", "specs", "bounds"},
 ]
 
 

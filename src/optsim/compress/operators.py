@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from ..bounds import clip_rows
 from .base import Compressor, index_bits, make_compressor, register_compressor
 
 __all__ = ["Identity", "RandK", "TopK", "PermK", "Natural", "QSGD", "Sign", "ScaledSign",
@@ -325,6 +326,30 @@ class Sign(Compressor):
 
     def dense_bits(self, dim):
         return dim
+
+
+@register_compressor
+class Clip(Compressor):
+    """Clipping clip_tau(x) = min(1, tau / ||x||) x: the operator of Clip21 (Khirirat, Gorbunov,
+    Horváth, Islamov, Karray, Richtárik (2023), "Clip21: error feedback for gradient clipping",
+    Algorithm 1 is EF21 with it: ``ef21`` with ``compressor: {name: clip, tau: ...}``). Biased,
+    deterministic and not contractive uniformly (no alpha): Clip21's analysis uses that it is the
+    identity on the ball of radius tau. Bits: d floats."""
+
+    name = "clip"
+    randomized = False
+
+    def __init__(self, d, n=1, float_bits=32, *, tau: float):
+        super().__init__(d, n, float_bits)
+        if not (float(tau) > 0):
+            raise ValueError(f"clip: tau must be a positive clipping radius, got {tau!r}")
+        self.tau = float(tau)
+
+    def params(self):
+        return {"tau": self.tau}
+
+    def compress(self, X, generator, clients):
+        return clip_rows(X, self.tau), self.uncompressed_bits
 
 
 @register_compressor

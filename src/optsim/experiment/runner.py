@@ -348,7 +348,8 @@ class RoundBoundary:
 def run_method(problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, progress: bool = True,
                x0: torch.Tensor | None = None, *, resume: bytes | None = None,
                checkpoint: Callable[[Session], None] | None = None, checkpoint_every: int = 0,
-               trackers: list | None = None, backend=None) -> Trace:
+               trackers: list | None = None, backend=None,
+               on_end: Callable[[Session], None] | None = None) -> Trace:
     """Run one method (its config mapping ``spec``) on ``problem`` under ``cfg``'s stop rules.
 
     ``resume``: continue from a checkpoint; ``checkpoint(session)`` is called every
@@ -357,7 +358,8 @@ def run_method(problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, pr
     checkpoint). A failed run returns its trace with status ``failed``; an interrupted one is
     marked ``interrupted`` and the KeyboardInterrupt goes on (``exc.trace`` holds the trace).
     ``backend``: a real transport for this rank's part of a multi-process run
-    (:mod:`optsim.distributed`); None simulates.
+    (:mod:`optsim.distributed`); None simulates. ``on_end(session)`` is called once the run has
+    ended without an exception, e.g. to keep the final model (``session.method.x``).
     """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads_for(cfg, problem))
@@ -389,6 +391,8 @@ def run_method(problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, pr
                         bar.set_postfix_str(f"{session.metric}={session.trace.last(session.metric):.3e}",
                                             refresh=False)
                     boundary.round_ends()
+            if on_end is not None:
+                on_end(session)
         return session.trace
     except KeyboardInterrupt as e:
         if session is not None:

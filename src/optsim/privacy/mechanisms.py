@@ -26,19 +26,9 @@ import math
 
 import torch
 
+from ..bounds import clip_rows, smoothed_normalize
+
 __all__ = ["clip_rows", "smoothed_normalize", "Privatizer"]
-
-
-def clip_rows(V: torch.Tensor, C: float) -> torch.Tensor:
-    """min(1, C / ||v||) v for every row v of V (0 stays 0)."""
-    norms = torch.linalg.vector_norm(V, dim=-1, keepdim=True)
-    return V * torch.clamp(C / norms.clamp_min(1e-300), max=1.0)
-
-
-def smoothed_normalize(V: torch.Tensor, alpha: float) -> torch.Tensor:
-    """v / (alpha + ||v||) for every row v of V (alpha >= 0; alpha = 0 and v = 0 give 0)."""
-    norms = torch.linalg.vector_norm(V, dim=-1, keepdim=True)
-    return V / (alpha + norms).clamp_min(1e-300)
 
 
 class Privatizer:

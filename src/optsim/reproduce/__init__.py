@@ -8,5 +8,7 @@ from . import accelerated_local  # noqa: F401  (L1, L3, L4, L5, L6, L10, L11, L1
 from . import newton_rr  # noqa: F401  (C3, C5, C6, C7)
 from . import neural  # noqa: F401  (M1, M2, M3, M4, M6, C8, A4)
 from . import byzantine  # noqa: F401  (B1, B2, B3)
+from . import certification  # noqa: F401  (B5)
+from . import privacy  # noqa: F401  (B4)
 
 __all__ = ["PAPER_IDS", "RECIPES", "Outcome", "Recipe", "recipe", "run_recipe", "status_table"]

@@ -24,6 +24,7 @@ from functools import cached_property
 import torch
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from ...bounds import clip_rows
 from ...problems import Problem
 from ...sampling import Independent
 from ..base import Method, MethodParams, register_method
@@ -320,14 +321,6 @@ class FOMuML(_Meta):
 
 
 # ---- L12: clipped local training for (L0, L1)-smooth problems ------------------------------------------------
-def clip_rows(G: torch.Tensor, c: float) -> torch.Tensor:
-    """Each row g scaled by min(1, c / ||g||) (c = inf: unchanged)."""
-    if math.isinf(c):
-        return G
-    norms = G.norm(dim=-1, keepdim=True)
-    return G * torch.clamp(c / norms.clamp_min(1e-300), max=1.0)
-
-
 class ClipLocalParams(LocalParams):
     #: clipping level c: the round's local stepsize is gamma min(1, c / ||g||), g the participants'
     #: mean gradient at the round's model; default L0 / L1 of f; .inf: no clipping (local GD)
