@@ -64,6 +64,10 @@ def test_the_run_stops_at_its_privacy_budget():
     t = run_method(build_problem(cfg), spec, cfg, progress=False)
     assert t.status == "finished" and t["round"][-1] == 17 and t.meta["privacy_budget_reached"] == 17
     assert t["epsilon"][-1] == pytest.approx(budget, rel=1e-12) and t["epsilon"][-2] < budget
+    # a budget just below that: the 17th round would overspend it, so the run stops after 16
+    cfg = _cfg(spec, DP, rounds=1000, max_epsilon=budget * (1 - 1e-9))
+    t = run_method(build_problem(cfg), spec, cfg, progress=False)
+    assert t["round"][-1] == 16 and t["epsilon"][-1] < budget * (1 - 1e-9)
 
 
 def test_without_noise_and_with_a_loose_clip_the_run_is_the_plain_one():
@@ -191,3 +195,21 @@ def test_b4_recipe_fast(tmp_path):
     outcome, _ = run_recipe("B4", tmp_path, fast=True)
     assert outcome.passed, outcome.measured
     assert all(f.exists() for f in outcome.figures)
+
+
+def test_readme_privacy_example_runs():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("privacy:"))
+    raw = yaml.safe_load(block)
+    raw["stop"]["max_rounds"] = 5
+    cfg = parse_config(raw)
+    assert [m["name"] for m in cfg.methods] == ["fedavg", "fed_alpha_normec", "ef21"]
+    problem = build_problem(cfg)
+    validate_methods(cfg, problem)
+    t = run_method(problem, cfg.methods[1], cfg, progress=False)
+    assert t.status == "finished" and 0 < t["epsilon"][-1] < 2.0

@@ -138,7 +138,8 @@ class StopConfig(Strict):
     metric: Literal["auto", "f_gap", "grad_norm_sq", "dist_sq", "loss"] = "auto"
     max_sim_time: PositiveFloat | None = None
     max_wall_time: PositiveFloat | None = None
-    #: stop when the privacy spent reaches this epsilon (needs a ``privacy`` block with noise)
+    #: privacy budget: the run stops before a round would spend more than this epsilon (needs a
+    #: ``privacy`` block with noise)
     max_epsilon: PositiveFloat | None = None
     #: a run whose metric exceeds this factor times its initial value has diverged
     blowup: PositiveFloat = 1e10

@@ -150,6 +150,7 @@ class Session:
             self.trace.meta["byzantine"] = self.threat.describe()
         #: the differential-privacy mechanism of the channel (None: not private) and its accountant
         self.privacy = make_privatizer(cfg, self.method) if cfg.privacy is not None else None
+        self._releases_per_round = 1
         self.channel.privacy = self.privacy
         if self.privacy is not None:
             self.trace.meta["privacy"] = self.privacy.describe() + f", delta={cfg.privacy.delta:g}"
@@ -183,9 +184,12 @@ class Session:
         next logged round without passing ``max_sim_time`` (timed)."""
         t0 = time.perf_counter()
         span = min(self.log_every - self.k % self.log_every, self.cfg.stop.max_rounds - self.k)
+        released = 0 if self.privacy is None else self.privacy.releases
         done = self.method.advance(span, self.cfg.stop.max_sim_time)
         self.wall += time.perf_counter() - t0
         self.k += done
+        if self.privacy is not None:  # releases per round, to stop before a round overspends the budget
+            self._releases_per_round = -(-(self.privacy.releases - released) // max(done, 1))
 
     def close_round(self) -> bool:
         """Fold the round into the meter and clock; True when this round must be logged."""
@@ -204,7 +208,9 @@ class Session:
         if self.privacy is not None and (logged or stop.max_epsilon is not None):
             eps = self.privacy.epsilon()
             self._row["epsilon"] = eps
-            if stop.max_epsilon is not None and eps >= stop.max_epsilon:
+            if stop.max_epsilon is not None and (
+                    eps >= stop.max_epsilon
+                    or self.privacy.epsilon(more=self._releases_per_round) > stop.max_epsilon):
                 self._over, logged = True, True
                 self.trace.meta["privacy_budget_reached"] = self.k
         return logged

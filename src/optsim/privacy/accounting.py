@@ -260,20 +260,21 @@ class PrivacyAccountant(Stateful):
         one = _library_accountant("rdp", event).compose(event)
         return np.array(rdp_privacy_accountant.DEFAULT_RDP_ORDERS), np.array(one._rdp)
 
-    def epsilon(self, accountant: str | None = None) -> float:
-        """Epsilon at the configured delta of the rounds recorded so far, by the configured
-        accountant or by ``accountant``."""
+    def epsilon(self, accountant: str | None = None, steps: int | None = None) -> float:
+        """Epsilon at the configured delta of the rounds recorded so far (or of ``steps`` rounds),
+        by the configured accountant or by ``accountant``."""
         name = accountant or self.accountant
         if name != self.accountant:
             _check_accountant(name, self.sampling, self.sample_rate)
-        key = (name, self.steps)
+        steps = self.steps if steps is None else int(steps)
+        key = (name, steps)
         if key not in self._cache:
-            if name == "rdp" and self.steps:
+            if name == "rdp" and steps:
                 from dp_accounting.rdp import compute_epsilon
 
                 orders, curve = self._rdp_curve
-                self._cache[key] = float(compute_epsilon(orders, self.steps * curve, self.delta)[0])
+                self._cache[key] = float(compute_epsilon(orders, steps * curve, self.delta)[0])
             else:
-                self._cache[key] = _epsilon(self.noise_multiplier, self.sample_rate, self.steps, self.delta, name,
+                self._cache[key] = _epsilon(self.noise_multiplier, self.sample_rate, steps, self.delta, name,
                                             self._cohort, self._n)
         return self._cache[key]

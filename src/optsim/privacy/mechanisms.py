@@ -79,9 +79,11 @@ class Privatizer:
             self.accountant.step()
         return out
 
-    def epsilon(self) -> float:
-        """The epsilon spent so far (inf without noise)."""
-        return math.inf if self.accountant is None else float(self.accountant.epsilon())
+    def epsilon(self, more: int = 0) -> float:
+        """The epsilon spent so far, or after ``more`` further releases (inf without noise)."""
+        if self.accountant is None:
+            return math.inf
+        return float(self.accountant.epsilon(steps=self.accountant.steps + int(more)))
 
     def restore(self, releases: int) -> None:
         """Continue a run that had made ``releases`` releases (checkpoints)."""
