@@ -38,6 +38,7 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 
 from .base import Problem
+from .batched_mlp import BatchedMLP
 
 __all__ = ["Block", "Layout", "NeuralProblem", "MODELS", "make_model", "TinyGPT", "neural_problem"]
 
@@ -315,6 +316,8 @@ class NeuralProblem(Problem):
             self._test = (ti, tt, torch.full((len(tt),), 1.0 / len(tt), dtype=dtype, device=self.device))
         self._vloss = vmap(self._loss_of)
         self._vloss_blocks = vmap(self._loss_blocks)
+        #: the hand-batched oracles of an MLP (None: the generic torch.func path)
+        self._batched = BatchedMLP.of(self.module, self.layout) if task == "classify" else None
 
     # ---- the model as a pure function of the flat parameters -------------------------------------------
     def forward(self, x: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -333,11 +336,14 @@ class NeuralProblem(Problem):
         """Per-row losses (m,) and gradients (m, d), as one (m, d + 1) tensor [G | losses]
         (``with_losses=False``: the contiguous (m, d) gradients only).
 
-        The forward pass is vmapped over the rows (``torch.func.vmap`` of ``functional_call``);
+        MLPs of :func:`make_model` take the hand-batched path (:mod:`.batched_mlp`). Otherwise the
+        forward pass is vmapped over the rows (``torch.func.vmap`` of ``functional_call``);
         the backward is one ``torch.autograd.grad`` of the sum of the rows' losses (row i's loss
         depends on row i only, so its gradient is the row's own), taken with respect to the
         blocks of X as leaves -- 3x faster on the CPU than ``vmap(grad(loss))`` for small MLPs
         (``bench/bench_neural.py``)."""
+        if self._batched is not None:
+            return self._batched.loss_grads(X, inputs, targets, w, with_losses)
         m = X.shape[0]
         with torch.enable_grad():
             leaves = {b.name: X[:, b.start:b.stop].detach().reshape(m, *b.shape).requires_grad_()
@@ -375,7 +381,7 @@ class NeuralProblem(Problem):
 
     def _losses(self, X, rows):
         with torch.no_grad():
-            return self._chunked(self._vloss, X, *self._data(rows))
+            return self._chunked(self._vloss if self._batched is None else self._batched.losses, X, *self._data(rows))
 
     def _sample_data(self, rows, idx):
         r = torch.arange(self.n, device=self.device) if rows is None else rows

@@ -64,7 +64,7 @@ def federated_certification(data: str = "sklearn:digits", model: str = "mlp", cl
     Personalization fine-tunes the global model for ``personal_epochs`` epochs on the client's
     samples and ``noisy_copies`` Gaussian copies of each (std ``augment_sigma``, default ``sigma``;
     drawn once, where the authors' code draws fresh noise every epoch)."""
-    radii = np.linspace(0.0, 2.0, 41) if radii is None else np.asarray(radii, dtype=np.float64)
+    radii = np.linspace(0.0, 4.0 * sigma, 41) if radii is None else np.asarray(radii, dtype=np.float64)
     augment_sigma = sigma if augment_sigma is None else augment_sigma
     vd = load_vision(data, seed=seed)
     train = partition(vd.y, clients, "iid", seed=seed)

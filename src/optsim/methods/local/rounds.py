@@ -156,7 +156,8 @@ class LocalTraining(Method):
                 G = self._grad(Y, S, idx)
                 if direction is not None:
                     G = direction(G, None)
-                Y.sub_(lr * G)
+                G.mul_(lr)  # in place: the oracle's buffer, not a copy
+                Y.sub_(G)
                 continue
             if k == 0 or k in changes:
                 rows = torch.nonzero(tau > k).squeeze(1)
