@@ -12,6 +12,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 SCRIPTS = {
+    "bench_microadam.py": (["--width", "64", "--hidden", "128", "--repeats", "2"],
+                           r"MicroAdam step / AdamW step = [\d.]+"),
     "bench_neural_round.py": (["--clients", "4", "--repeats", "2"], r"optsim, torch\.func\s+[\d.]+\s+[\d.]+"),
     "bench_certify.py": (["--inputs", "20", "--draws", "200"], r"certify \(CERTIFY, batched\)\s+[\d.]+\s+[\d,]+\s+[\d.]+"),
     "bench_round.py": (["--rounds", "1", "--dtype", "float32"], r"diana by hand \(numpy\)\s+[\d.]+\s+[\d.]+"),

@@ -324,6 +324,9 @@ CASES = {
     "local_lmo": (False, dict(lr=0.5), "std"),
     "stop": (False, dict(max_lr=0.5), "per_sample"),
     "grad": (False, dict(lr=0.5), "per_sample"),
+    "microadam": (False, dict(lr=0.02, density=0.3, quant_block=16), "std"),
+    "rpt": (False, dict(lr=0.1), "std"),
+    "rcd": (False, dict(lr=0.05), "std"),
 }
 
 
@@ -395,7 +398,7 @@ def test_state_dict_round_trip_gives_identical_iterates(name):
 
 
 def test_registry_holds_optimizer_classes():
-    assert len(oo.OPTIMIZERS) == 13
+    assert len(oo.OPTIMIZERS) == 16
     for cls in oo.OPTIMIZERS.values():
         assert issubclass(cls, torch.optim.Optimizer)
         assert "arXiv" in cls.__doc__, f"{cls.__name__} must cite its paper"

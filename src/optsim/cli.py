@@ -110,6 +110,12 @@ def _cmd_list(args) -> int:
                [(name, ", ".join(f"{k}={v}" for k, v in cls.defaults.items()) or "-", _first_sentence(cls.__doc__))
                 for name, cls in sorted(AGGREGATORS.items())])
         print("(any rule also takes bucketing: s and nnm: true, e.g. {name: cm, bucketing: 2})")
+    elif what == "optimizers":
+        from .optim import OPTIMIZERS, PAPERS
+
+        _table([("optimizer", "class", "paper")] +
+               [(name, cls.__name__, PAPERS[name]) for name, cls in sorted(OPTIMIZERS.items())])
+        print("(also any torch.optim class by lower-case name, e.g. adamw; torch:NAME picks torch's)")
     return 0
 
 
@@ -331,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="worker processes of --backend distributed (default 2)")
     r.set_defaults(func=_cmd_run)
-    li = sub.add_parser("list", help="list methods, compressors, problems, datasets, samplers, attacks or aggregators")
+    li = sub.add_parser("list", help="list methods, compressors, problems, datasets, samplers, attacks, aggregators "
+                        "or optimizers")
     li.add_argument("what", choices=["methods", "compressors", "problems", "datasets", "samplers", "attacks",
-                                     "aggregators"])
+                                     "aggregators", "optimizers"])
     li.set_defaults(func=_cmd_list)
     i = sub.add_parser("info", help="the problem's sizes and constants (n, d, L, L_i, L_tilde, mu, kappa, f*)")
     i.add_argument("config")

@@ -11,8 +11,10 @@ exact update could not be confirmed the docstring says so.
 * ``gluon``: ``Scion``, ``Gluon``, ``GluonMVR`` (three variants), ``LMOHessianCorrected``.
 * ``local_lmo``: the local LMO of R^d, affine sets, l2 balls, boxes and the simplex; ``LocalLMO``.
 * ``adaptive``: ``StoPS``, ``StoP``, ``GraDS``, ``GraD``.
+* ``microadam``: ``MicroAdam`` (Top-K window + 4-bit error feedback; ``optimizer_state_bytes``).
+* ``progressive``: ``RPT`` (randomized progressive training), ``RCD`` (block coordinate descent).
 
-``OPTIMIZERS`` maps a lower-case name to each class.
+``OPTIMIZERS`` maps a lower-case name to each class, ``PAPERS`` the name to its paper.
 """
 from __future__ import annotations
 
@@ -48,7 +50,9 @@ from .local_lmo import (
     local_lmo_unconstrained,
     project_simplex,
 )
+from .microadam import MicroAdam, dequantize_4bit, quantize_4bit
 from .muon import DistanceAdaptiveMuon, DistanceFreeMuon, Muon, ScaleCalibratedMuon
+from .progressive import RCD, RPT
 
 #: name -> optimizer class.
 OPTIMIZERS: dict[str, type] = {
@@ -65,13 +69,37 @@ OPTIMIZERS: dict[str, type] = {
     "stop": StoP,
     "grads": GraDS,
     "grad": GraD,
+    "microadam": MicroAdam,
+    "rpt": RPT,
+    "rcd": RCD,
+}
+
+#: name -> the paper of its update rule (shown by ``optsim list optimizers``; each class's docstring
+#: cites it in full).
+PAPERS: dict[str, str] = {
+    "muon": "Jordan et al. 2024 (blog); Liu et al. 2025, arXiv:2502.16982",
+    "distance_adaptive_muon": "Demidovich et al. 2026, arXiv:2605.18999",
+    "scale_calibrated_muon": "Demidovich et al. 2026, arXiv:2605.18999",
+    "distance_free_muon": "Demidovich et al. 2026, arXiv:2605.18999",
+    "scion": "Pethick et al. 2025, arXiv:2502.07529",
+    "gluon": "Riabinin et al. 2025, arXiv:2505.13416, Alg. 1",
+    "gluon_mvr": "Qian et al. 2025, arXiv:2512.16598",
+    "lmo_hcm": "Khirirat et al. 2025, arXiv:2512.13227",
+    "local_lmo": "Richtárik et al. 2026, arXiv:2605.08850",
+    "stops": "Horváth et al. 2022, arXiv:2208.05287",
+    "stop": "Horváth et al. 2022, arXiv:2208.05287",
+    "grads": "Horváth et al. 2022, arXiv:2208.05287",
+    "grad": "Horváth et al. 2022, arXiv:2208.05287",
+    "microadam": "Modoranu et al. 2024, arXiv:2405.15593, Alg. 1",
+    "rpt": "Szlendak et al. 2023, arXiv:2306.03626",
+    "rcd": "Szlendak et al. 2023, arXiv:2306.03626; Richtárik & Takáč 2014, arXiv:1107.2848",
 }
 
 __all__ = [
-    "OPTIMIZERS",
+    "OPTIMIZERS", "PAPERS",
     "Muon", "DistanceAdaptiveMuon", "ScaleCalibratedMuon", "DistanceFreeMuon",
     "Scion", "Gluon", "GluonMVR", "LMOHessianCorrected",
-    "LocalLMO", "StoPS", "StoP", "GraDS", "GraD",
+    "LocalLMO", "StoPS", "StoP", "GraDS", "GraD", "MicroAdam", "quantize_4bit", "dequantize_4bit", "RPT", "RCD",
     "newton_schulz", "ns_scalar_map", "MUON_NS_COEFFICIENTS", "CUBIC_NS_COEFFICIENTS",
     "apply_lmo", "lmo_l2", "lmo_sign", "lmo_l1", "lmo_spectral", "lmo_colnorm", "lmo_rownorm",
     "LMOS", "VECTOR_NORMS", "MATRIX_NORMS", "dual_norm", "primal_norm", "lmo_many", "norm_many", "apply_batched",

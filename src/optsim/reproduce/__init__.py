@@ -10,5 +10,6 @@ from . import neural  # noqa: F401  (M1, M2, M3, M4, M6, C8, A4)
 from . import byzantine  # noqa: F401  (B1, B2, B3)
 from . import certification  # noqa: F401  (B5)
 from . import privacy  # noqa: F401  (B4)
+from . import optimizers  # noqa: F401  (M5, M9)
 
 __all__ = ["PAPER_IDS", "RECIPES", "Outcome", "Recipe", "recipe", "run_recipe", "status_table"]

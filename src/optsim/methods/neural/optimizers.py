@@ -6,7 +6,9 @@ vector block. LMOs run on all clients' blocks of one shape in one batched call
 (:func:`layout_lmo`). Optimizers see per-client parameters: elementwise ``torch.optim``
 optimizers (SGD, Adam, ...) step on the whole ``(m, d)`` client matrix at once (exactly
 per-client, since they act coordinate by coordinate); layer-wise optimizers (Muon, Scion,
-Gluon, ...) get one view per client and block, and batch their LMOs by shape across clients.
+Gluon, ...) get one view per client and block, and batch their LMOs by shape across clients;
+optimizers with a ``batched`` mode (MicroAdam: per-tensor Top-K and error feedback) get one
+``(m, numel)`` view per block and treat each row as its own tensor.
 """
 from __future__ import annotations
 
@@ -75,6 +77,10 @@ _ELEMENTWISE = {"sgd", "adam", "adamw", "adagrad", "adadelta", "adamax", "nadam"
 _MATRIX_ONLY = {"muon", "distance_adaptive_muon", "scale_calibrated_muon", "distance_free_muon", "torch:muon"}
 
 
+#: optimizers with a ``batched`` mode (dim 0 = independent models): one (m, numel) view per block
+_ROW_WISE = {"microadam"}
+
+
 #: step(closure) re-evaluating gradients at other points (same minibatch)
 _CLOSURE_GRAD = {"gluon_mvr"}
 
@@ -87,6 +93,7 @@ _UNSUPPORTED = {
     "lmo_hcm": "needs a differentiable loss for Hessian-vector products",
     "stops": "needs per-sample losses", "stop": "needs per-sample losses", "grads": "needs per-sample losses",
     "grad": "needs per-sample losses", "torch:lbfgs": "needs line-search closures", "torch:sparseadam": "needs sparse gradients",
+    "rpt": "samples one prefix of one model's layers per step", "rcd": "samples blocks of one model's layers per step",
 }
 
 
@@ -145,7 +152,11 @@ class _Part:
 
     def assign(self, G: torch.Tensor, rows: list | None = None) -> None:
         if self.rows is None:
-            self.params[0].grad = G
+            if self.blocks is None:
+                self.params[0].grad = G
+            else:  # row-wise: one (m, numel) view per block
+                for p, b in zip(self.params, self.blocks):
+                    p.grad = G[:, b.start:b.stop]
             return
         for p, i, b in zip(self.params, self.rows, self.blocks):
             p.grad = G[i, b.start:b.stop].view(b.shape)
@@ -190,6 +201,9 @@ class BatchedOptimizer:
         Y = self.Y
         if key.removeprefix("torch:") in _ELEMENTWISE and whole:
             return [_Part(key, cls([Y], **kw), [Y], None, None)]
+        if key in _ROW_WISE:  # one (m, numel) view per block, every row its own model (no loop over clients)
+            views = [Y[:, b.start:b.stop].requires_grad_() for b in blocks]
+            return [_Part(key, cls(views, **{**kw, "batched": True}), views, None, blocks)]
         # one leaf view per (client, block); requires_grad marks them as trainable for optimizers that filter on it
         views = [(Y[i, b.start:b.stop].view(b.shape).requires_grad_(), i, b) for i in range(m) for b in blocks]
         if key in _PER_CLIENT:

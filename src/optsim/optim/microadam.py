@@ -1,0 +1,458 @@
+"""MicroAdam: Adam statistics rebuilt from a window of sparse gradients, with compressed error feedback.
+
+For every parameter tensor (flattened to ``d`` entries; with ``batched=True`` every row of its
+first dimension is an independent model with its own state) and its own step counter ``t``:
+
+1. ``a = g_t + Q^{-1}(e)``: the error-feedback buffer, dequantized, is added to the gradient;
+2. ``I_t`` = indices of the ``k`` largest ``|a_j|`` (``k = ceil(density * d)``), ``V_t = a[I_t]``;
+3. the pair ``(I_t, V_t)`` is written into row ``(t - 1) mod m`` of a ring buffer of ``m`` rows;
+4. ``a[I_t] = 0``: what is left is the new error, ``e = Q(a)`` (4-bit, per block of
+   ``quant_block`` entries: ``delta_b = min``, ``Delta_b = max``, ``u_b = (Delta_b - delta_b)/15``,
+   code ``floor((a - delta_b)/u_b + 1/2)``, dequantized as ``delta_b + code u_b``; two codes per
+   byte, the even entry in the high nibble; a block with ``u_b = 0`` stores code 0);
+5. decoupled weight decay ``theta <- (1 - lr lambda) theta``;
+6. with row ``r``'s age ``rho_r = (t - 1 - r) mod m`` over the ``min(t, m)`` rows written so far,
+   ``M = sum_r beta1^rho_r scatter(I_r, V_r)``, ``S = sum_r beta2^rho_r scatter(I_r, V_r^2)``,
+   ``theta <- theta - lr c1 M / (sqrt(c2 S) + eps)`` with ``c1 = (1 - beta1)/(1 - beta1^t)`` and
+   ``c2 = (1 - beta2)/(1 - beta2^t)`` (the bias corrections use ``t``, not ``min(t, m)``).
+
+There is no AMSGrad maximum in the practical update (the analysis is of an AMSGrad-type method);
+the update is nonzero only on the union of the window's indices. With ``density = 1``, an exact
+error buffer (``quant_bits=None``) and ``m`` at least the number of steps, ``M`` and ``S`` are
+Adam's moments exactly and the iterates are ``torch.optim.Adam``'s (``AdamW``'s with weight
+decay) -- tested step for step.
+
+State memory (:meth:`MicroAdam.optimizer_state_bytes`): ``ceil(d/2)`` bytes of 4-bit codes, ``m k``
+indices and values, and two statistics per quantization block. The paper's count
+``d/2 + 4 m k`` bytes (2-byte indices relative to a block of at most 32768 entries, bfloat16
+values: 0.9 bytes per parameter at ``m = 10``, ``k = d/100``, against 8 for Adam in float32) is
+this implementation's with ``topk="blockwise"``, ``topk_block <= 32768`` and
+``value_dtype=torch.bfloat16`` (plus ``4 ceil(d / quant_block)`` bytes of block statistics); the
+default global Top-K stores 4-byte indices and values in the parameter's dtype.
+
+Differences from the authors' CUDA code, all documented choices:
+
+* Top-K is global per tensor by default (the algorithm as stated); ``topk="blockwise"`` keeps
+  ``ceil(density * topk_block)`` entries in each chunk of ``topk_block`` entries as the kernel
+  does (its chunk size depends on the GPU's shared memory; here it is an argument);
+* each tensor counts its own steps (the authors share one counter over all tensors, so a tensor
+  whose gradient is ``None`` at some step gets shifted ages there); a tensor without gradient is
+  left untouched, state included;
+* values and block statistics are kept in ``value_dtype`` (default: the parameter's dtype; the
+  kernels use bfloat16); the package's later options (``alpha``, densification) are not part of
+  the paper and are not offered.
+
+Reference:
+    Modoranu, Safaryan, Malinovsky, Kurtic, Robert, Richtárik, Alistarh (2024), "MicroAdam:
+    Accurate Adaptive Optimization with Low Space Overhead and Provable Convergence", NeurIPS
+    2024, arXiv:2405.15593, Algorithm 1 (update rule and quantizer as in the authors' code,
+    github.com/IST-DASLab/ISTA-DASLab-Optimizers, ``micro_adam.py`` and its kernels). The
+    convergence theorem (AMSGrad-type rate with compressed gradients and compressed error
+    feedback) is stated for the AMSGrad variant; its number and constants are not confirmed here.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["MicroAdam", "dequantize_4bit", "quantize_4bit"]
+
+_LEVELS = 15  # 4 bits: codes 0..15
+
+
+# ---- 4-bit block quantizer (batched over rows) ------------------------------------------------------------
+def _block_views(x: Tensor, block: int) -> list[Tensor]:
+    """The whole blocks of the rows of ``x`` (N, d) as one (N, nb, block) view, and the shorter last
+    block (N, 1, d mod block) if any: views of ``x``, no copy."""
+    N, d = x.shape
+    full = d // block
+    parts = [x[:, :full * block].view(N, full, block)] if full else []
+    if d % block:
+        parts.append(x[:, full * block:].view(N, 1, d % block))
+    return parts
+
+
+def _empty(scratch, name: str, shape: tuple, dtype: torch.dtype, device) -> Tensor:
+    if scratch is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return scratch(name, math.prod(shape), dtype, device).narrow(0, 0, math.prod(shape)).view(shape)
+
+
+def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, codes: Tensor | None = None,
+                  scratch: Callable | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """4-bit asymmetric block quantization of the rows of ``x`` (N, d).
+
+    Returns ``(codes, lo, hi)``: ``codes`` uint8 (N, ceil(d/2)) with entry ``2i`` in the high
+    nibble and ``2i + 1`` in the low one (an odd last entry alone in a high nibble), and the
+    per-block minimum and maximum (N, nb) in ``stat_dtype`` (default ``x.dtype``). The code of an
+    entry is ``floor((x - lo)/u + 1/2)`` with ``u = (hi - lo)/15`` (round half up; evaluated as
+    ``x/u + (1/2 - lo/u)``, which can differ from the other order by one ulp) and 0 in a block with
+    ``u = 0``; it is computed from the stored statistics, so ``|x - dequantize_4bit(...)| <= u/2``
+    entrywise up to rounding. ``codes``: write the packed codes there; ``scratch(name, numel,
+    dtype, device)``: work buffers to reuse (a 1-D tensor of at least ``numel`` entries).
+    """
+    N, d = x.shape
+    views = _block_views(x, block)             # (amin and amax: aminmax over a dimension is far slower on CPU)
+    lo = torch.cat([v.amin(dim=-1) for v in views], dim=1)
+    hi = torch.cat([v.amax(dim=-1) for v in views], dim=1)
+    if stat_dtype is not None:
+        lo, hi = lo.to(stat_dtype), hi.to(stat_dtype)
+    lo_c, hi_c = lo.to(x.dtype), hi.to(x.dtype)
+    u = (hi_c - lo_c) / _LEVELS
+    inv = torch.where(u > 0, 1.0 / torch.where(u > 0, u, torch.ones_like(u)), torch.zeros_like(u))
+    bias = 0.5 - lo_c * inv
+    even = d + d % 2
+    code = _empty(scratch, "qf", (N, even), x.dtype, x.device)
+    if d % 2:
+        code[:, d:] = 0.0
+    b0 = 0
+    for xv, cv in zip(_block_views(x, block), _block_views(code[:, :d], block)):
+        nbv = xv.shape[1]
+        torch.addcmul(bias[:, b0:b0 + nbv, None], xv, inv[:, b0:b0 + nbv, None], out=cv)
+        b0 += nbv
+    code.clamp_(0, _LEVELS)                     # in [0, 15.5]: the conversion to uint8 truncates, i.e. floors
+    c8 = _empty(scratch, "q8", (N, even), torch.uint8, x.device)
+    c8.copy_(code)
+    if codes is None:
+        codes = torch.empty(N, even // 2, dtype=torch.uint8, device=x.device)
+    torch.bitwise_left_shift(c8[:, 0::2], 4, out=codes)
+    codes.bitwise_or_(c8[:, 1::2])
+    return codes, lo, hi
+
+
+def dequantize_4bit(codes: Tensor, lo: Tensor, hi: Tensor, d: int, block: int, dtype: torch.dtype,
+                    out: Tensor | None = None, scratch: Callable | None = None) -> Tensor:
+    """Inverse of :func:`quantize_4bit`: ``lo_b + code (hi_b - lo_b) / 15``, rows (N, d) in ``dtype``
+    (written into ``out`` (N, d + d mod 2) when given; the result is its first d columns)."""
+    N, half = codes.shape
+    x = torch.empty(N, 2 * half, dtype=dtype, device=codes.device) if out is None else out[:, :2 * half]
+    pairs = x.view(N, half, 2)
+    nib = _empty(scratch, "q8", (N, half), torch.uint8, codes.device)
+    torch.bitwise_right_shift(codes, 4, out=nib)
+    pairs[..., 0].copy_(nib)
+    torch.bitwise_and(codes, 15, out=nib)
+    pairs[..., 1].copy_(nib)
+    lo_c, hi_c = lo.to(dtype), hi.to(dtype)
+    u = (hi_c - lo_c) / _LEVELS
+    b0 = 0
+    for xv in _block_views(x[:, :d], block):
+        nbv = xv.shape[1]
+        torch.addcmul(lo_c[:, b0:b0 + nbv, None], xv, u[:, b0:b0 + nbv, None], out=xv)
+        b0 += nbv
+    return x[:, :d]
+
+
+# ---- the optimizer -----------------------------------------------------------------------------------
+_INDEX_BYTES = {torch.int16: 2, torch.int32: 4, torch.int64: 8}
+
+
+class MicroAdam(Optimizer):
+    r"""MicroAdam (Modoranu et al. 2024, Algorithm 1): Adam from a ring buffer of ``m`` Top-K
+    gradients with 4-bit error feedback; see the module docstring for the update.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3).
+        betas: ``(beta1, beta2)`` (default (0.9, 0.999)).
+        eps: added to ``sqrt(c2 S)`` (default 1e-8).
+        weight_decay: decoupled weight decay ``lambda`` (default 0, the paper's).
+        m: window length, the number of sparse gradients kept (default 10, the paper's).
+        density: share of entries kept by Top-K, ``k = ceil(density * d)`` (default 0.01).
+        quant_bits: 4 (the paper's error feedback) or ``None`` for an exact error buffer in the
+            parameter's dtype (a reference mode: ``d`` values of memory).
+        quant_block: quantization block size (default 100 000, the authors' README; 64 in their
+            Llama runs).
+        topk: ``"global"`` (default) or ``"blockwise"`` (the CUDA kernel's chunked Top-K).
+        topk_block: chunk size of ``"blockwise"`` (at most 32768 for 2-byte indices).
+        value_dtype: dtype of the window's values and of the block statistics (default: the
+            parameter's; ``torch.bfloat16`` as the authors' kernels).
+        batched: treat the first dimension of every parameter as independent models (rows),
+            each with its own Top-K, window and error feedback, in one batched step.
+
+    Work buffers (not state, not counted): 5 floats and 2 bytes per entry of the largest
+    tensor, reused across steps (the error-corrected gradient, its magnitudes, the window's
+    moments); the update itself touches only the window's positions.
+
+    ``m``, ``density``, ``quant_bits``, ``quant_block``, ``topk``, ``topk_block``,
+    ``value_dtype`` and ``batched`` shape the state: they are read when a tensor's state is
+    created (its first step) and changing them later has no effect on that tensor.
+
+    Example:
+        >>> model = torch.nn.Linear(100, 10)
+        >>> opt = MicroAdam(model.parameters(), lr=1e-3, m=10, density=0.01)
+        >>> model(torch.randn(16, 100)).square().mean().backward(); opt.step()
+
+    Reference: Modoranu et al. (2024), arXiv:2405.15593, Algorithm 1.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, m: int = 10, density: float = 0.01, quant_bits: int | None = 4,
+                 quant_block: int = 100_000, topk: str = "global", topk_block: int | None = None,
+                 value_dtype: torch.dtype | None = None, batched: bool = False) -> None:
+        if not lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if not eps >= 0 or not weight_decay >= 0:
+            raise ValueError("eps and weight_decay must be >= 0")
+        if int(m) != m or m < 1:
+            raise ValueError(f"m (the window length) must be an integer >= 1, got {m}")
+        if not 0 < density <= 1:
+            raise ValueError(f"density must lie in (0, 1], got {density}")
+        if quant_bits not in (4, None):
+            raise ValueError(f"quant_bits must be 4 (the paper's error feedback) or None (exact), got {quant_bits}")
+        if int(quant_block) != quant_block or quant_block < 1:
+            raise ValueError(f"quant_block must be an integer >= 1, got {quant_block}")
+        if topk not in ("global", "blockwise"):
+            raise ValueError(f"topk must be 'global' or 'blockwise', got {topk!r}")
+        if topk == "blockwise" and (topk_block is None or int(topk_block) != topk_block or topk_block < 1):
+            raise ValueError("topk='blockwise' needs topk_block, an integer >= 1 (e.g. 4096)")
+        if value_dtype is not None and not (isinstance(value_dtype, torch.dtype) and value_dtype.is_floating_point):
+            raise ValueError(f"value_dtype must be a floating torch dtype or None, got {value_dtype!r}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, m=int(m), density=float(density),
+                        quant_bits=quant_bits, quant_block=int(quant_block), topk=topk,
+                        topk_block=None if topk_block is None else int(topk_block), value_dtype=value_dtype,
+                        batched=bool(batched))
+        super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's, except that the state tensors keep their saved dtypes (torch casts floating
+        state to the parameter's dtype, which would turn bfloat16 values into float32)."""
+        super().load_state_dict(state_dict)
+        saved = state_dict["state"]
+        for group, sgroup in zip(self.param_groups, state_dict["param_groups"]):
+            for p, pid in zip(group["params"], sgroup["params"]):
+                for key, v in saved.get(pid, {}).items():
+                    if torch.is_tensor(v) and key != "step":
+                        self.state[p][key] = v.to(device=p.device, copy=True)
+
+    # ---- state -------------------------------------------------------------------------------------
+    @staticmethod
+    def _shape(p: Tensor, group) -> tuple[int, int]:
+        if group["batched"]:
+            if p.ndim < 1:
+                raise ValueError("batched=True needs parameters with a leading row dimension")
+            return p.shape[0], p[0].numel() if p.shape[0] else 0
+        return 1, p.numel()
+
+    @staticmethod
+    def _k(d: int, group) -> tuple[int, int, int]:
+        """(k, chunk, k per chunk): chunk = d for global Top-K."""
+        if group["topk"] == "blockwise":
+            c = min(group["topk_block"], d)
+            kc = math.ceil(group["density"] * c)
+            return kc * (-(-d // c)), c, kc
+        k = math.ceil(group["density"] * d)
+        return k, d, k
+
+    def _init_state(self, p: Tensor, group) -> dict:
+        N, d = self._shape(p, group)
+        k, chunk, _ = self._k(d, group)
+        vdt = group["value_dtype"] or p.dtype
+        if group["topk"] == "blockwise" and chunk <= 32768:
+            idt = torch.int16
+        else:
+            idt = torch.int32 if chunk < 2 ** 31 else torch.int64
+        st = self.state[p]
+        st["step"] = torch.tensor(0.0)
+        st["idx"] = torch.zeros(group["m"], N, k, dtype=idt, device=p.device)
+        st["val"] = torch.zeros(group["m"], N, k, dtype=vdt, device=p.device)
+        if group["quant_bits"] is None:
+            st["ef"] = torch.zeros(N, d, dtype=p.dtype, device=p.device)
+        else:
+            nb = -(-d // group["quant_block"])
+            st["ef"] = torch.zeros(N, -(-d // 2), dtype=torch.uint8, device=p.device)
+            st["ef_lo"] = torch.zeros(N, nb, dtype=vdt, device=p.device)
+            st["ef_hi"] = torch.zeros(N, nb, dtype=vdt, device=p.device)
+        return st
+
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state held now (window indices and values, error feedback, block
+        statistics; the step counters excluded), summed over all parameters."""
+        total = 0
+        for st in self.state.values():
+            total += sum(v.nbytes for key, v in st.items() if torch.is_tensor(v) and key != "step")
+        return total
+
+    @staticmethod
+    def state_bytes_formula(d: int, m: int = 10, density: float = 0.01, quant_bits: int | None = 4,
+                            quant_block: int = 100_000, topk: str = "global", topk_block: int | None = None,
+                            value_bytes: int = 4, rows: int = 1, exact_bytes: int = 4) -> int:
+        """Bytes of state of one tensor of ``d`` entries (per row; times ``rows``), in closed form:
+        ``ceil(d/2) + m k (index_bytes + value_bytes) + 2 ceil(d / quant_block) value_bytes``,
+        ``k`` and ``index_bytes`` as chosen by the optimizer (``exact_bytes * d`` for the error
+        buffer when ``quant_bits`` is None). With ``topk="blockwise"``, ``topk_block <= 32768``
+        and ``value_bytes=2`` it is the paper's ``d/2 + 4 m k`` plus the statistics."""
+        grp = dict(topk=topk, topk_block=topk_block, density=density)
+        k, chunk, _ = MicroAdam._k(d, grp)
+        ib = 2 if (topk == "blockwise" and chunk <= 32768) else (4 if chunk < 2 ** 31 else 8)
+        ef = exact_bytes * d if quant_bits is None else -(-d // 2) + 2 * (-(-d // quant_block)) * value_bytes
+        return rows * (m * k * (ib + value_bytes) + ef)
+
+    # ---- step --------------------------------------------------------------------------------------
+    def _topk(self, a: Tensor, group) -> tuple[Tensor, Tensor]:
+        """(positions (N, k) int64 in a's rows, indices to store: the same, or relative to the chunk)."""
+        N, d = a.shape
+        k, chunk, kc = self._k(d, group)
+        if group["topk"] == "global":
+            mag = torch.abs(a, out=self._scratch("mag", N * d, a.dtype, a.device).narrow(0, 0, N * d).view(N, d))
+            pos = _exact_topk(mag, k, self._scratch)
+            return pos, pos
+        nch = -(-d // chunk)
+        pad = nch * chunk - d
+        mag = a.abs()
+        if pad:
+            mag = torch.cat([mag, mag.new_full((N, pad), -1.0)], dim=1)   # padding is never chosen
+        rel = mag.view(N, nch, chunk).topk(kc, dim=2, sorted=False).indices       # (N, nch, kc)
+        pos = rel + (torch.arange(nch, device=a.device) * chunk)[None, :, None]
+        return pos.view(N, -1), rel.view(N, -1)
+
+    def _positions(self, st, group, d: int) -> Tensor:
+        """The window's indices as positions in the rows (m, N, k) int64."""
+        idx = st["idx"].long()
+        if group["topk"] == "blockwise":
+            _, chunk, kc = self._k(d, group)
+            k = idx.shape[-1]
+            base = (torch.arange(k // kc, device=idx.device) * chunk).repeat_interleave(kc)
+            idx = idx + base
+        return idx
+
+    def _scratch(self, key: str, numel: int, dtype: torch.dtype, device) -> Tensor:
+        """A reused work buffer (not optimizer state): at least ``numel`` entries."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != torch.device(device):
+            buf = torch.zeros(numel, dtype=dtype, device=device)
+            self._buffers[key] = buf
+        return buf
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not hasattr(self, "_buffers"):
+            self._buffers: dict = {}
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr, eps, wd, m = group["lr"], group["eps"], group["weight_decay"], group["m"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError("MicroAdam does not take sparse gradients")
+                st = self.state[p] if len(self.state[p]) else self._init_state(p, group)
+                N, d = self._shape(p, group)
+                if N == 0 or d == 0:
+                    continue
+                st["step"] += 1
+                t = int(st["step"])
+                g = p.grad.reshape(N, d)
+                dt = g.dtype
+                # 1. error correction: a = g + Q^{-1}(e)
+                if group["quant_bits"] is None:
+                    a = g + st["ef"]
+                else:
+                    work = self._scratch("a", N * (d + d % 2), dt, p.device).narrow(0, 0, N * (d + d % 2))
+                    a = dequantize_4bit(st["ef"], st["ef_lo"], st["ef_hi"], d, group["quant_block"], dt,
+                                        out=work.view(N, d + d % 2), scratch=self._scratch)
+                    a.add_(g)
+                # 2-3. Top-K into row (t - 1) mod m of the ring buffer
+                pos, rel = self._topk(a, group)
+                vals = a.gather(1, pos)
+                slot = (t - 1) % m
+                st["idx"][slot] = rel.to(st["idx"].dtype)
+                st["val"][slot] = vals.to(st["val"].dtype)
+                # 4. the rest is the new (quantized) error
+                a.scatter_(1, pos, 0.0)
+                if group["quant_bits"] is None:
+                    st["ef"].copy_(a)
+                else:
+                    _, lo, hi = quantize_4bit(a, group["quant_block"], st["ef_lo"].dtype, codes=st["ef"],
+                                              scratch=self._scratch)
+                    st["ef_lo"].copy_(lo)
+                    st["ef_hi"].copy_(hi)
+                # 5. decoupled weight decay
+                if wd:
+                    p.mul_(1 - lr * wd)
+                # 6. Adam statistics from the window, computed on the window's positions only
+                rows = min(t, m)
+                ages = torch.remainder(slot - torch.arange(rows, dtype=torch.float64), m)
+                V = st["val"][:rows].to(dt)                                            # (rows, N, k)
+                w1 = (beta1 ** ages).to(dt).view(rows, 1, 1)
+                w2 = (beta2 ** ages).to(dt).view(rows, 1, 1)
+                width = self._width(d, group)
+                flat = (self._positions(st, group, d)[:rows]
+                        + (torch.arange(N, device=p.device) * width)[None, :, None]).reshape(-1)
+                M = self._scratch("m", N * width, dt, p.device)
+                S = self._scratch("s", N * width, dt, p.device)
+                M.index_add_(0, flat, (V * w1).view(-1))
+                S.index_add_(0, flat, (V * V).mul_(w2).view(-1))
+                mg, sg = M.index_select(0, flat), S.index_select(0, flat)
+                M.index_fill_(0, flat, 0.0)                                            # clean for the next use
+                S.index_fill_(0, flat, 0.0)
+                c1 = (1 - beta1) / (1 - beta1 ** t)
+                c2 = (1 - beta2) / (1 - beta2 ** t)
+                upd = mg.mul_(c1 * lr).div_(sg.mul_(c2).sqrt_().add_(eps))
+                if width != d:                                                         # blockwise padding
+                    keep = flat.remainder(width) < d
+                    flat, upd = flat[keep], upd[keep]
+                # a position repeated in the window gets the same new value written more than once
+                if p.is_contiguous():
+                    pf = p.view(-1)
+                    if width != d:
+                        flat = flat.div(width, rounding_mode="floor") * d + flat.remainder(width)
+                    pf.index_copy_(0, flat, pf.index_select(0, flat).sub_(upd))
+                else:
+                    row, col = flat.div(width, rounding_mode="floor"), flat.remainder(width)
+                    P = p.view(N, d) if not group["batched"] or p.ndim != 2 else p
+                    P.index_put_((row, col), P[row, col] - upd)
+        return loss
+
+    def _width(self, d: int, group) -> int:
+        if group["topk"] == "blockwise":
+            _, chunk, _ = self._k(d, group)
+            return -(-d // chunk) * chunk
+        return d
+
+
+def _exact_topk(mag: Tensor, k: int, scratch: Callable | None = None) -> Tensor:
+    """Positions (N, k) of the k largest entries of each row of ``mag`` (N, d), >= 0, as
+    ``torch.topk`` (the same set up to ties), found through a threshold: the ``k'``-th largest of a
+    strided sample, with ``k'`` a little above the sample's share of ``k``, keeps a few more than
+    ``k`` candidates per row, and an exact ``topk`` runs on those. If some row keeps fewer than
+    ``k`` (an unlucky sample) the plain ``topk`` of the whole rows is used."""
+    N, d = mag.shape
+    if k >= d or d < 65536 or 4 * k > d:
+        return mag.topk(k, dim=1, sorted=False).indices
+    stride = max(1, d // 32768)
+    sample = mag[:, ::stride]
+    s = sample.shape[1]
+    mean = s * k / d
+    ks = min(s, int(1.1 * mean + 4 * math.sqrt(mean) + 8))
+    tau = sample.topk(ks, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    if not bool(torch.isfinite(tau).all()):
+        return mag.topk(k, dim=1, sorted=False).indices
+    keep = torch.ge(mag, tau, out=_empty(scratch, "keep", (N, d), torch.bool, mag.device))
+    if N == 1:
+        cand = keep.view(-1).nonzero().view(1, -1)
+        if cand.shape[1] < k:
+            return mag.topk(k, dim=1, sorted=False).indices
+    else:
+        nz = keep.nonzero()                                               # (nnz, 2), row-major
+        counts = torch.bincount(nz[:, 0], minlength=N)
+        if bool((counts < k).any()):
+            return mag.topk(k, dim=1, sorted=False).indices
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(nz.shape[0], device=mag.device) - start[nz[:, 0]]
+        cand = torch.zeros(N, int(counts.max()), dtype=torch.long, device=mag.device)
+        fill = torch.full((N, cand.shape[1]), -1.0, dtype=mag.dtype, device=mag.device)
+        cand[nz[:, 0], slot] = nz[:, 1]
+        fill[nz[:, 0], slot] = mag[nz[:, 0], nz[:, 1]]
+        return cand.gather(1, fill.topk(k, dim=1, sorted=False).indices)
+    sel = mag.gather(1, cand).topk(k, dim=1, sorted=False).indices
+    return cand.gather(1, sel)
