@@ -102,6 +102,8 @@ def test_every_replica_batched_method_stacks_exactly(name, compressor, problem_c
         pytest.skip("no compressor")
     # two seeds: a randomized compressor makes them two runs (own rows, own generators)
     specs, cfgs = _grid(spec, [0.5, 1.0, 1.5], seeds=(0, 1), problem=problem_cfg, rounds=40)
+    if METHODS[name].stepsize_source == "explicit":  # no theory stepsize to multiply: a grid of stepsizes
+        specs = [{**s, "stepsize": 0.1 * s.pop("stepsize_mult")} for s in specs]
     batched = run_batched(problem, specs, cfgs)
     # coins: one stack per seed; otherwise a randomized compressor makes each seed its own row
     rows = 6 if compressor == "rand_k" and "compressor" in METHODS[name].uses and not METHODS[name].draws_coins else 3

@@ -12,8 +12,6 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 SCRIPTS = {
-    "bench_microadam.py": (["--width", "64", "--hidden", "128", "--repeats", "2"],
-                           r"MicroAdam step / AdamW step = [\d.]+"),
     "bench_neural_round.py": (["--clients", "4", "--repeats", "2"], r"optsim, torch\.func\s+[\d.]+\s+[\d.]+"),
     "bench_certify.py": (["--inputs", "20", "--draws", "200"], r"certify \(CERTIFY, batched\)\s+[\d.]+\s+[\d,]+\s+[\d.]+"),
     "bench_round.py": (["--rounds", "1", "--dtype", "float32"], r"diana by hand \(numpy\)\s+[\d.]+\s+[\d.]+"),
@@ -27,6 +25,13 @@ SCRIPTS = {
     "bench_sweep.py": (["--rounds", "3", "--repeat", "1"], r"32 runs, replica-stacked .*x one run"),
     "bench_distributed.py": (["--rounds", "5", "--nproc", "2", "--repeat", "1"], r"distributed, 2 procs\s+[\d.]+"),
     "bench_aggregators.py": (["--clients", "20", "--dim", "50", "--repeats", "1"], r"gm\(T=8, nu=0\.1\)\s+[\d.]+\s+[\d.]+"),
+    "bench_microadam.py": (["--width", "64", "--hidden", "128", "--repeats", "2"],
+                           r"MicroAdam step / AdamW step = [\d.]+"),
+    "bench_svgd.py": (["--particles", "50", "--dim", "5", "--repeats", "2"], r"SVGD\.step\(\) \(score, median, update\)\s+[\d.]+\s+[\d.]+"),
+    "bench_linear_systems.py": (["--rows", "200", "--dim", "20", "--iters", "2000", "--runs", "8", "--repeats", "1"],
+                                r"kaczmarz / floor [\d.]+   cd least squares / floor [\d.]+"),
+    "bench_zeroth_order.py": (["--samples", "200", "--dim", "10", "--runs", "4", "--repeats", "2"],
+                              r"target: a round <= 1\.5 x its oracle calls: MiSTP [\d.]+ x  STP [\d.]+ x"),
 }
 
 

@@ -17,8 +17,8 @@ LAYERS = [
     {"methods"},
     {"mechanisms", "estimators"},
     {"channel"},
-    {"clock", "compress", "sampling", "optim", "robust", "privacy"},
-    {"problems"},
+    {"clock", "compress", "sampling", "optim", "robust", "privacy", "particles"},
+    {"problems", "targets"},
     {"data"},
     {"meter", "rng", "state", "trace", "specs", "bounds"},
 ]

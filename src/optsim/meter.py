@@ -157,9 +157,9 @@ class Meter(_Counters):
 
     def snapshot(self) -> dict[str, float]:
         """Cumulative per-client means, as the trace reports them."""
-        means = self._total[:4].mean(1).tolist() if self._total_per_client else [0.0] * 4
-        up, down, grad, hess = (c + t for c, t in zip(self._total_common, means))
-        return {"bits_up": up, "bits_down": down, "grad_evals": grad, "hess_evals": hess,
+        means = self._total.mean(1).tolist() if self._total_per_client else [0.0] * len(_ROWS)
+        up, down, grad, hess, func = (c + t for c, t in zip(self._total_common, means))
+        return {"bits_up": up, "bits_down": down, "grad_evals": grad, "hess_evals": hess, "func_evals": func,
                 "comm_rounds": float(self.comm_rounds)}
 
 

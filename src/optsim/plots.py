@@ -27,7 +27,8 @@ LABELS = {
     "rounds": "rounds", "round": "rounds", "comm_rounds": "communication rounds",
     "bits_up": "bits sent up per client", "bits_down": "bits sent down per client",
     "grad_evals": "gradient evaluations per client (local full gradients)",
-    "hess_evals": "Hessian evaluations per client", "sim_time": "simulated time (s)",
+    "hess_evals": "Hessian evaluations per client", "func_evals": "function evaluations per client (local full)",
+    "sim_time": "simulated time (s)",
     "wall_time": "wall-clock time (s)", "f_gap": r"$f(x) - f^\star$",
     "grad_norm_sq": r"$\|\nabla f(x)\|^2$", "dist_sq": r"$\|x - x^\star\|^2$", "loss": r"$f(x)$",
 }

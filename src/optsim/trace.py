@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ["Trace", "COLUMNS", "STATUSES", "safe_filename"]
 
 #: Columns of every trace row (metrics a problem cannot give are NaN).
-COLUMNS = ("round", "comm_rounds", "bits_up", "bits_down", "grad_evals", "hess_evals", "sim_time",
+COLUMNS = ("round", "comm_rounds", "bits_up", "bits_down", "grad_evals", "hess_evals", "func_evals", "sim_time",
            "wall_time", "loss", "f_gap", "grad_norm_sq", "dist_sq")
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 

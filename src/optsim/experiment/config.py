@@ -31,7 +31,7 @@ __all__ = ["ExperimentConfig", "SweepConfig", "set_path", "ConfigError", "load_c
 
 #: Trace columns usable as a stopping/plot metric (y) and as an x axis.
 METRICS = ("f_gap", "grad_norm_sq", "dist_sq", "loss")
-AXES = ("rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "sim_time", "wall_time")
+AXES = ("rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time", "wall_time")
 
 
 class ConfigError(ValueError):
@@ -213,7 +213,8 @@ class TimeConfig(Strict):
 
 
 class PlotConfig(Strict):
-    x: list[Literal["rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "sim_time", "wall_time"]] = ["rounds", "bits_up"]
+    x: list[Literal["rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time",
+                    "wall_time"]] = ["rounds", "bits_up"]
     y: Literal["auto", "f_gap", "grad_norm_sq", "dist_sq", "loss", "test_loss", "test_accuracy", "test_perplexity"] = "auto"
     formats: list[Literal["png", "pdf", "svg"]] = ["png", "pdf"]
 

@@ -123,6 +123,41 @@ class Problem:
         self._count("func", rows, 1.0)
         return self._losses(X, rows)
 
+    def point_losses(self, P: torch.Tensor, clients=None) -> torch.Tensor:
+        """Local losses at several points per client in one call: P (m, k, d) -> (m, k), entry
+        [j, r] = f_{c_j}(P[j, r]); counted as k local function evaluations per client (zeroth-order
+        methods evaluate their candidate points this way)."""
+        rows = _rows(clients, self.n, self.device)
+        self._check_P(P, rows)
+        self._count("func", rows, float(P.shape[1]))
+        return self._point_losses(P, rows)
+
+    def sample_point_losses(self, P: torch.Tensor, idx: torch.Tensor, clients=None) -> torch.Tensor:
+        """Minibatch losses at several points per client, the same samples at every point:
+        P (m, k, d), idx (m, b) local sample indices -> (m, k), entry [j, r] = (1/b) sum_{s in idx[j]}
+        f_{c_j, s}(P[j, r]); counted as k b / m_i local function evaluations per client."""
+        rows = _rows(clients, self.n, self.device)
+        self._check_P(P, rows)
+        m = self.m if rows is None else self.m[rows]
+        self._count("func", rows, (P.shape[1] * idx.shape[1] / m.to(torch.float64)).cpu())
+        return self._sample_point_losses(P, rows, idx)
+
+    def _check_P(self, P: torch.Tensor, rows) -> None:
+        m = self.n if rows is None else rows.shape[0]
+        if P.ndim != 3 or P.shape[0] != m or P.shape[2] != self.d:
+            raise ValueError(f"expected points P of shape ({m}, k, {self.d}) (k points per client), "
+                             f"got {tuple(P.shape)}")
+
+    def _point_losses(self, P: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """(m, k, d) -> (m, k), uncounted; by default one :meth:`_losses` call on the m k points with
+        each client's row repeated k times (subclasses may override it with a cheaper product)."""
+        m, k, d = P.shape
+        r = torch.arange(self.n, device=self.device) if rows is None else rows
+        return self._losses(P.reshape(m * k, d), r.repeat_interleave(k)).reshape(m, k)
+
+    def _sample_point_losses(self, P: torch.Tensor, rows, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-sample function values")
+
     def hessians(self, X: torch.Tensor, clients=None) -> torch.Tensor:
         """Local Hessians, shape (m, d, d)."""
         rows = _rows(clients, self.n, self.device)
@@ -137,6 +172,20 @@ class Problem:
         m = self.m if rows is None else self.m[rows]
         self._count("grad", rows, (idx.shape[1] / m.to(torch.float64)).cpu())
         return self._sample_grads(X, rows, idx)
+
+    def weighted_sample_grads(self, X: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor,
+                              clients=None) -> torch.Tensor:
+        """sum_s weights[j, s] grad f_{c_j, idx[j, s]}(X[j]) for samples ``idx`` (m, b) with weights (m, b)
+        (a weight 0 marks padding: samples of random batches of different sizes); counted as the
+        number of nonzero weights / m_i local gradients per client."""
+        rows = _rows(clients, self.n, self.device)
+        self._check_X(X, rows)
+        m = self.m if rows is None else self.m[rows]
+        self._count("grad", rows, ((weights != 0).sum(1).to(torch.float64).cpu() / m.to(torch.float64).cpu()))
+        return self._weighted_sample_grads(X, rows, idx, weights)
+
+    def _weighted_sample_grads(self, X, rows, idx, weights) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no per-sample gradients")
 
     def minibatch_grads(self, X: torch.Tensor, batch_size: int, generator: torch.Generator,
                         clients=None) -> torch.Tensor:

@@ -160,6 +160,20 @@ class GLMProblem(Problem):
         _, b, w = self._data(rows)
         return (w * self._phi(self._zt(rows, X), b)).sum(-1) + self._reg(X)
 
+    def _point_losses(self, P, rows):
+        """(m, k, d) -> (m, k): one (k x d)(d x M) product per client from the transposed copy."""
+        At = self.At if rows is None else self.At[rows]
+        _, b, w = self._data(rows)
+        return (w[:, None, :] * self._phi(torch.bmm(P.contiguous(), At), b[:, None, :])).sum(-1) + self._reg(P)
+
+    def _sample_point_losses(self, P, rows, idx):
+        """(m, k, d) at the samples idx (m, b) -> (m, k): the sampled rows gathered once, one
+        (k x d)(d x b) product per client."""
+        r = torch.arange(self.n, device=self.A.device) if rows is None else rows
+        As, bs = self.A[r[:, None], idx], self.b[r[:, None], idx]
+        z = torch.bmm(P.contiguous(), As.transpose(1, 2))
+        return self._phi(z, bs[:, None, :]).mean(-1) + self._reg(P)
+
     def _losses_many(self, Xs):
         shared = Xs[:, :1] if Xs.stride(1) == 0 else Xs
         return (self.w[:, None, :] * self._phi(self._z_many(Xs), self.b[:, None, :])).sum(-1).T + self._reg(shared)
@@ -171,6 +185,14 @@ class GLMProblem(Problem):
         As, bs = self.A[r[:, None], idx], self.b[r[:, None], idx]
         coef = self._dphi(self._z(As, X), bs) / idx.shape[1]
         return torch.bmm(coef.unsqueeze(1), As).squeeze(1) + self._dreg(X)
+
+    def _weighted_sample_grads(self, X, rows, idx, weights):
+        """sum_s w_s grad f_{i, idx_s}(x) = sum_s w_s (phi'(a^T x) a + grad r(x)): the regularizer counts
+        once per unit of weight, as in a sum of per-sample functions phi_ij + r."""
+        r = torch.arange(self.n, device=self.A.device) if rows is None else rows
+        As, bs = self.A[r[:, None], idx], self.b[r[:, None], idx]
+        coef = self._dphi(self._z(As, X), bs) * weights
+        return torch.bmm(coef.unsqueeze(1), As).squeeze(1) + weights.sum(1, keepdim=True) * self._dreg(X)
 
     def _hessians(self, X, rows):
         A, b, w = self._data(rows)

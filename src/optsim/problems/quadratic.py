@@ -73,6 +73,11 @@ class Quadratic(Problem):
         A, b = self._data(rows)
         return 0.5 * (X * torch.bmm(A, X.unsqueeze(-1)).squeeze(-1)).sum(-1) - (b * X).sum(-1)
 
+    def _point_losses(self, P, rows):
+        """(m, k, d) -> (m, k): x^T A_i x / 2 - b_i^T x at k points per client, one bmm."""
+        A, b = self._data(rows)
+        return 0.5 * (P * torch.bmm(P, A)).sum(-1) - (P * b[:, None, :]).sum(-1)
+
     def _hessians(self, X, rows):
         return self._data(rows)[0].clone()
 

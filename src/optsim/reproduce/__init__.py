@@ -8,8 +8,11 @@ from . import accelerated_local  # noqa: F401  (L1, L3, L4, L5, L6, L10, L11, L1
 from . import newton_rr  # noqa: F401  (C3, C5, C6, C7)
 from . import neural  # noqa: F401  (M1, M2, M3, M4, M6, C8, A4)
 from . import byzantine  # noqa: F401  (B1, B2, B3)
+from . import sampling  # noqa: F401  (P1, P2, P3, P4)
+from . import linear_systems  # noqa: F401  (S1, S2 in part, S3, S4)
 from . import certification  # noqa: F401  (B5)
 from . import privacy  # noqa: F401  (B4)
 from . import optimizers  # noqa: F401  (M5, M9)
+from . import stochastic  # noqa: F401  (S7, S8, S9)
 
 __all__ = ["PAPER_IDS", "RECIPES", "Outcome", "Recipe", "recipe", "run_recipe", "status_table"]
