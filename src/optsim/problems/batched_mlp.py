@@ -1,6 +1,6 @@
 """Per-client losses and gradients of a multilayer perceptron with the clients as a batch
 dimension, written out by hand: two batched matrix products per layer and direction, the
-gradients written straight into the (clients, d) buffer.
+gradients copied once into the (clients, d) buffer (no ``cat`` of blocks).
 
 :class:`NeuralProblem` uses it for the MLPs :func:`~optsim.problems.neural.make_model` builds
 (``Flatten``, then ``Linear`` layers separated by ReLU or tanh, cross-entropy on the logits) and
@@ -114,7 +114,8 @@ class BatchedMLP:
             dZ.mul_(w.unsqueeze(-1))
             for k in range(len(self.linears) - 1, -1, -1):
                 lin = self.linears[k]
-                torch.bmm(dZ.transpose(1, 2), acts[k], out=out[:, lin.weight[0]:lin.weight[1]].view(m, lin.out, lin.inp))
+                # into a fresh product, then one copy: bmm with the strided block as out= is slower
+                out[:, lin.weight[0]:lin.weight[1]].view(m, lin.out, lin.inp).copy_(torch.bmm(dZ.transpose(1, 2), acts[k]))
                 if lin.bias is not None:
                     torch.sum(dZ, 1, out=out[:, lin.bias[0]:lin.bias[1]])
                 if k:
