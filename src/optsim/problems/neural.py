@@ -38,6 +38,7 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 
 from .base import Problem
+from .batched_cnn import BatchedCNN
 from .batched_mlp import BatchedMLP
 
 __all__ = ["Block", "Layout", "NeuralProblem", "MODELS", "make_model", "TinyGPT", "neural_problem"]
@@ -316,8 +317,9 @@ class NeuralProblem(Problem):
             self._test = (ti, tt, torch.full((len(tt),), 1.0 / len(tt), dtype=dtype, device=self.device))
         self._vloss = vmap(self._loss_of)
         self._vloss_blocks = vmap(self._loss_blocks)
-        #: the hand-batched oracles of an MLP (None: the generic torch.func path)
-        self._batched = BatchedMLP.of(self.module, self.layout) if task == "classify" else None
+        #: the hand-batched oracles of an MLP or a small CNN (None: the generic torch.func path)
+        self._batched = None if task != "classify" else (BatchedMLP.of(self.module, self.layout)
+                                                        or BatchedCNN.of(self.module, self.layout))
 
     # ---- the model as a pure function of the flat parameters -------------------------------------------
     def forward(self, x: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -336,7 +338,8 @@ class NeuralProblem(Problem):
         """Per-row losses (m,) and gradients (m, d), as one (m, d + 1) tensor [G | losses]
         (``with_losses=False``: the contiguous (m, d) gradients only).
 
-        MLPs of :func:`make_model` take the hand-batched path (:mod:`.batched_mlp`). Otherwise the
+        MLPs and CNNs of :func:`make_model` take the batched paths (:mod:`.batched_mlp`,
+        :mod:`.batched_cnn`). Otherwise the
         forward pass is vmapped over the rows (``torch.func.vmap`` of ``functional_call``);
         the backward is one ``torch.autograd.grad`` of the sum of the rows' losses (row i's loss
         depends on row i only, so its gradient is the row's own), taken with respect to the

@@ -1,4 +1,4 @@
-"""The hand-batched MLP oracles equal the generic torch.func path (per-client autograd) to
+"""The batched MLP and CNN oracles equal the generic torch.func path (per-client autograd) to
 float32 rounding, on clients of unequal sizes (padded samples weigh 0), and other modules keep the
 generic path."""
 from __future__ import annotations
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from optsim.problems.batched_cnn import BatchedCNN
 from optsim.problems.batched_mlp import BatchedMLP
 from optsim.problems.neural import NeuralProblem, make_model
 
@@ -35,8 +36,23 @@ def test_gradients_and_losses_equal_the_generic_path(activation, bias, hidden):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("activation, bias, hidden", [("relu", True, (8, 16)), ("tanh", False, (4,)),
+                                                       ("relu", True, (4, 4, 4))])
+def test_cnn_gradients_and_losses_equal_the_generic_path(activation, bias, hidden):
+    p = _problem(activation, bias, hidden, model="cnn")
+    assert isinstance(p._batched, BatchedCNN)
+    X = p.initial_point().expand(3, -1) + 0.3 * torch.randn(3, p.d, generator=torch.Generator().manual_seed(2))
+    idx = torch.tensor([[0, 1], [8, 3], [2, 2]])
+    fast = (p.grads(X), p.losses(X), *p.sample_loss_grads(X, idx))
+    p._batched = None
+    slow = (p.grads(X), p.losses(X), *p.sample_loss_grads(X, idx))
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_other_modules_keep_the_generic_path():
-    assert _problem(model="cnn", hidden=(4,))._batched is None
+    gelu_cnn = make_model("cnn", in_shape=(1, 4, 4), classes=3, hidden=(4,), activation="gelu")
+    assert NeuralProblem(gelu_cnn, [np.zeros((2, 1, 4, 4), np.float32)], [np.zeros(2, int)])._batched is None
     gelu = make_model("mlp", in_shape=(1, 4, 4), classes=3, hidden=(8,), activation="gelu")
     assert BatchedMLP.of(gelu, NeuralProblem(gelu, [np.zeros((2, 1, 4, 4), np.float32)], [np.zeros(2, int)]).layout) is None
     mixed = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
