@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "optsim"
 #: top-level modules and packages of optsim, from the top layer down (docs/architecture.md)
 LAYERS = [
     {"cli"},
-    {"reproduce"},
+    {"reproduce", "dashboard"},
     {"distributed"},
     {"experiment"},
     {"plots"},

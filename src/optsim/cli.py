@@ -285,6 +285,23 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_dashboard(args) -> int:
+    from .dashboard.data import Query, StoreUnavailable, list_runs
+    from .dashboard.server import serve
+    from .experiment.store import default_store_path
+
+    store = Path(args.store) if args.store else default_store_path()
+    try:
+        list_runs(store, Query())
+    except StoreUnavailable as e:  # the page shows it too; the server keeps running (a sweep may create it)
+        print(f"optsim: dashboard: {e}", file=sys.stderr)
+    try:
+        serve(store, host=args.host, port=args.port, quiet=not args.verbose)
+    except KeyboardInterrupt:
+        print("optsim: dashboard stopped", file=sys.stderr)
+    return 0
+
+
 def _cmd_reproduce(args) -> int:
     from .reproduce import run_recipe, status_table
 
@@ -389,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="results/report.html")
     rep.add_argument("--store")
     rep.set_defaults(func=_cmd_report)
+    da = sub.add_parser("dashboard", help="a local web page over the results store (read-only): runs, plots, export")
+    da.add_argument("--store", help="results database (default optsim-results/runs.db or $OPTSIM_RESULTS/runs.db)")
+    da.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    da.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    da.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    da.set_defaults(func=_cmd_dashboard)
     rp = sub.add_parser("reproduce", help="run a paper's recipe and check its claim (IDs of PAPERS.md)")
     rp.add_argument("ids", nargs="*", metavar="ID")
     rp.add_argument("--list", action="store_true", help="every ID with its status")

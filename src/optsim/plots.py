@@ -20,8 +20,8 @@ import numpy as np
 
 from .trace import Trace
 
-__all__ = ["Curve", "describe", "curves_of", "draw_curves", "plot_curves", "plot_traces", "plot_config",
-           "save_figure", "LABELS"]
+__all__ = ["Curve", "Series", "series", "describe", "curves_of", "draw_curves", "plot_curves", "plot_traces",
+           "plot_config", "save_figure", "LABELS"]
 
 LABELS = {
     "rounds": "rounds", "round": "rounds", "comm_rounds": "communication rounds",
@@ -97,6 +97,41 @@ def curves_of(traces: Sequence[Trace]) -> list[Curve]:
             for t in traces]
 
 
+@dataclass
+class Series:
+    """What a figure draws of one curve against one x column: ``x`` (the mean over seeds, unscaled),
+    the ``mean`` of ``y`` over seeds with its min-max band ``lo`` / ``hi``, the points a log axis
+    shows (``keep``: finite and positive mean; ``band``: also a positive ``lo``), the seeds' traces
+    used (those as long as the shortest) and the legend entry."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    keep: np.ndarray
+    band: np.ndarray
+    traces: list[Trace]
+    legend: str
+
+
+def series(curve: Curve, xname: str, y: str) -> Series:
+    """The data :func:`draw_curves` plots for ``curve`` against the column ``xname``: the seeds are cut
+    to the shortest one, then averaged (``y`` with ``nanmean``; min and max for the band)."""
+    n = min(len(t) for t in curve.traces if len(t))
+    traces = [t for t in curve.traces if len(t) >= n]
+    xs = np.mean([t[xname][:n] for t in traces], axis=0)
+    ys = np.array([t[y][:n] for t in traces])
+    with warnings.catch_warnings():  # a column that is NaN in every seed (not logged): no point
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(ys, axis=0)
+        lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+    keep = np.isfinite(mean) & (mean > 0)
+    seeds = f" ({len(traces)} seeds)" if len(traces) > 1 else ""
+    status = {t.status for t in traces} - {"finished", "running"}
+    legend = curve.label + seeds + (f" [{', '.join(sorted(status))}]" if status else "")
+    return Series(xs, mean, lo, hi, keep, keep & (lo > 0), traces, legend)
+
+
 def _unit(values: np.ndarray, name: str) -> tuple[float, str]:
     """(scale, axis label) for an x column: bits in kbit / Mbit / Gbit."""
     label = LABELS.get(name, name)
@@ -153,27 +188,18 @@ def draw_curves(curves: Sequence[Curve], x: Sequence[str], y: str, title: str = 
         everything = np.concatenate([t[xname] for c in curves for t in c.traces if len(t)] or [np.zeros(0)])
         scale, xlabel = _unit(everything, xname)
         for i, c in enumerate(curves):
-            n = min(len(t) for t in c.traces if len(t))
-            traces = [t for t in c.traces if len(t) >= n]
-            xs = np.mean([t[xname][:n] for t in traces], axis=0) / scale
-            ys = np.array([t[y][:n] for t in traces])
-            with warnings.catch_warnings():  # a column that is NaN in every seed (not logged): no point
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(ys, axis=0)
-            keep = np.isfinite(mean) & (mean > 0)
+            s = series(c, xname, y)
+            xs, mean, keep, traces = s.x / scale, s.mean, s.keep, s.traces
             style = _STYLES[(sum(1 for d in curves[:i] if d.family == c.family)) % len(_STYLES)]
             if any(t.status == "diverged" for t in traces):
                 style = ":"
             line, = ax.semilogy(xs[keep], mean[keep], style, color=colours[i], lw=1.4)
             if len(traces) > 1:
-                lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
-                ok = keep & (lo > 0)
-                ax.fill_between(xs[ok], lo[ok], hi[ok], color=colours[i], alpha=0.15, lw=0)
+                ok = s.band
+                ax.fill_between(xs[ok], s.lo[ok], s.hi[ok], color=colours[i], alpha=0.15, lw=0)
             if k == 0:
-                seeds = f" ({len(traces)} seeds)" if len(traces) > 1 else ""
-                status = {t.status for t in traces} - {"finished", "running"}
                 handles.append(line)
-                labels.append(c.label + seeds + (f" [{', '.join(sorted(status))}]" if status else ""))
+                labels.append(s.legend)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(LABELS.get(y, y))
         ax.grid(True, which="major", alpha=0.3)
