@@ -398,7 +398,7 @@ def test_state_dict_round_trip_gives_identical_iterates(name):
 
 
 def test_registry_holds_optimizer_classes():
-    assert len(oo.OPTIMIZERS) == 16
+    assert len(oo.OPTIMIZERS) == 20
     for cls in oo.OPTIMIZERS.values():
         assert issubclass(cls, torch.optim.Optimizer)
         assert "arXiv" in cls.__doc__, f"{cls.__name__} must cite its paper"

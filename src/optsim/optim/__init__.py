@@ -13,6 +13,8 @@ exact update could not be confirmed the docstring says so.
 * ``adaptive``: ``StoPS``, ``StoP``, ``GraDS``, ``GraD``.
 * ``microadam``: ``MicroAdam`` (Top-K window + 4-bit error feedback; ``optimizer_state_bytes``).
 * ``progressive``: ``RPT`` (randomized progressive training), ``RCD`` (block coordinate descent).
+* ``lora``: ``LoRA``, ``AsymmetricLoRA``, ``ChainOfLoRA``, ``RACLoRA`` (adapters on 2-D weights; the
+  projection view of a RAC-LoRA link).
 
 ``OPTIMIZERS`` maps a lower-case name to each class, ``PAPERS`` the name to its paper.
 """
@@ -50,6 +52,7 @@ from .local_lmo import (
     local_lmo_unconstrained,
     project_simplex,
 )
+from .lora import AsymmetricLoRA, ChainOfLoRA, LoRA, LoRAChain, RACLoRA
 from .microadam import MicroAdam, dequantize_4bit, quantize_4bit
 from .muon import DistanceAdaptiveMuon, DistanceFreeMuon, Muon, ScaleCalibratedMuon
 from .progressive import RCD, RPT
@@ -72,6 +75,10 @@ OPTIMIZERS: dict[str, type] = {
     "microadam": MicroAdam,
     "rpt": RPT,
     "rcd": RCD,
+    "lora": LoRA,
+    "asymmetric_lora": AsymmetricLoRA,
+    "chain_of_lora": ChainOfLoRA,
+    "rac_lora": RACLoRA,
 }
 
 #: name -> the paper of its update rule (shown by ``optsim list optimizers``; each class's docstring
@@ -93,6 +100,10 @@ PAPERS: dict[str, str] = {
     "microadam": "Modoranu et al. 2024, arXiv:2405.15593, Alg. 1",
     "rpt": "Szlendak et al. 2023, arXiv:2306.03626",
     "rcd": "Szlendak et al. 2023, arXiv:2306.03626; Richtárik & Takáč 2014, arXiv:1107.2848",
+    "lora": "Hu et al. 2022, arXiv:2106.09685",
+    "asymmetric_lora": "Zhu et al. 2024, arXiv:2402.16842",
+    "chain_of_lora": "Xia et al. 2024, arXiv:2401.04151",
+    "rac_lora": "Malinovsky et al. 2024, arXiv:2410.08305, Alg. 1",
 }
 
 __all__ = [
@@ -100,6 +111,7 @@ __all__ = [
     "Muon", "DistanceAdaptiveMuon", "ScaleCalibratedMuon", "DistanceFreeMuon",
     "Scion", "Gluon", "GluonMVR", "LMOHessianCorrected",
     "LocalLMO", "StoPS", "StoP", "GraDS", "GraD", "MicroAdam", "quantize_4bit", "dequantize_4bit", "RPT", "RCD",
+    "LoRA", "AsymmetricLoRA", "ChainOfLoRA", "LoRAChain", "RACLoRA",
     "newton_schulz", "ns_scalar_map", "MUON_NS_COEFFICIENTS", "CUBIC_NS_COEFFICIENTS",
     "apply_lmo", "lmo_l2", "lmo_sign", "lmo_l1", "lmo_spectral", "lmo_colnorm", "lmo_rownorm",
     "LMOS", "VECTOR_NORMS", "MATRIX_NORMS", "dual_norm", "primal_norm", "lmo_many", "norm_many", "apply_batched",

@@ -94,6 +94,8 @@ _UNSUPPORTED = {
     "stops": "needs per-sample losses", "stop": "needs per-sample losses", "grads": "needs per-sample losses",
     "grad": "needs per-sample losses", "torch:lbfgs": "needs line-search closures", "torch:sparseadam": "needs sparse gradients",
     "rpt": "samples one prefix of one model's layers per step", "rcd": "samples blocks of one model's layers per step",
+    **dict.fromkeys(("lora", "asymmetric_lora", "chain_of_lora", "rac_lora"),
+                    "needs each model's weight matrices as 2-D parameters (adapters)"),
 }
 
 
