@@ -32,6 +32,8 @@ SCRIPTS = {
                                 r"kaczmarz / floor [\d.]+   cd least squares / floor [\d.]+"),
     "bench_zeroth_order.py": (["--samples", "200", "--dim", "10", "--runs", "4", "--repeats", "2"],
                               r"target: a round <= 1\.5 x its oracle calls: MiSTP [\d.]+ x  STP [\d.]+ x"),
+    "bench_heavy_tailed.py": (["--dim", "10", "--runs", "4", "--repeats", "2"],
+                              r"target: a round <= 1\.5 x its oracle calls: clipped-SGD [\d.]+ x  clipped-SSTM [\d.]+ x"),
 }
 
 

@@ -12,6 +12,7 @@ import torch
 
 from ..rng import generator
 from .base import Problem
+from .noise import NoiseLaw, as_noise_law
 
 __all__ = ["StochasticQuadratic"]
 
@@ -31,7 +32,7 @@ class StochasticQuadratic(Problem):
     name = "stochastic_quadratic"
 
     def __init__(self, A: torch.Tensor, b: torch.Tensor, n: int, *, noise: float = 0.0, mult_noise: float = 0.0,
-                 dtype=torch.float64, device="cpu"):
+                 noise_law: NoiseLaw | str | dict | None = None, dtype=torch.float64, device="cpu"):
         super().__init__(dtype, device)
         d = b.shape[0]
         if A.shape != (d, d) or b.ndim != 1:
@@ -40,11 +41,12 @@ class StochasticQuadratic(Problem):
         self.b = b.to(self.device, dtype)
         self.n, self.d = int(n), int(d)
         self.noise, self.mult_noise = float(noise), float(mult_noise)
+        self.noise_law = as_noise_law(noise_law)
         self.m = torch.ones(self.n, dtype=torch.long, device=self.device)
 
     @classmethod
     def tridiagonal(cls, n: int, d: int, L: float = 1.0, noise: float = 0.0, mult_noise: float = 0.0,
-                    dtype=torch.float64, device="cpu") -> "StochasticQuadratic":
+                    dtype=torch.float64, device="cpu") -> StochasticQuadratic:
         """Nesterov's worst-case quadratic: A = (L/4) tridiag(-1, 2, -1), b = (L/4) e_1
         (condition number ~ (d + 1)^2)."""
         A = torch.diag(torch.full((d,), 2.0, dtype=torch.float64))
@@ -56,7 +58,7 @@ class StochasticQuadratic(Problem):
 
     @classmethod
     def generate(cls, n: int, d: int, L: float = 1.0, mu: float = 1e-2, noise: float = 0.0, mult_noise: float = 0.0,
-                 seed: int = 0, dtype=torch.float64, device="cpu") -> "StochasticQuadratic":
+                 seed: int = 0, noise_law=None, dtype=torch.float64, device="cpu") -> StochasticQuadratic:
         """A random rotation of a geometric spectrum between mu and L, x_true ~ N(0, I)."""
         g = generator(seed, "data")
         Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
@@ -64,7 +66,7 @@ class StochasticQuadratic(Problem):
         lam[0], lam[-1] = mu, L
         A = (Q * lam) @ Q.T
         b = A @ torch.randn(d, generator=g, dtype=torch.float64)
-        return cls(A, b, n, noise=noise, mult_noise=mult_noise, dtype=dtype, device=device)
+        return cls(A, b, n, noise=noise, mult_noise=mult_noise, noise_law=noise_law, dtype=dtype, device=device)
 
     # ---- oracles --------------------------------------------------------------------------------
     def _grads(self, X, rows):
@@ -91,13 +93,25 @@ class StochasticQuadratic(Problem):
         if self.mult_noise > 0:
             zeta = torch.randn(m, 1, generator=generator, dtype=torch.float64).to(g)
             g = g * (1.0 + self.mult_noise * scale * zeta)
-        if self.noise > 0:
+        if self.noise > 0 and self.noise_law.kind == "gaussian":
             g = g + self.noise * scale * torch.randn(g.shape, generator=generator, dtype=torch.float64).to(g)
+        elif self.noise > 0:
+            b = int(batch_size)
+            z = self.noise_law.sample((b,) + tuple(g.shape), generator)
+            g = g.add_((z[0] if b == 1 else z.mean(0)).to(g), alpha=self.noise)  # g is a fresh tensor
         return g
 
     def noise_variance(self, batch_size: int = 1) -> float:
-        """Variance of one stochastic gradient at x* (additive part): sigma^2 d / batch."""
-        return self.noise ** 2 * self.d / batch_size
+        """Variance of one stochastic gradient at x* (additive part): sigma^2 d Var(z_1) / batch
+        (infinite for a heavy-tailed noise law)."""
+        if self.noise == 0:
+            return 0.0
+        return self.noise ** 2 * self.d * self.noise_law.variance / batch_size
+
+    def noise_moment_bound(self, alpha: float) -> float:
+        """A bound sigma_alpha^alpha on E||g(x; xi) - grad f(x)||^alpha of one sample (additive part,
+        ``mult_noise`` = 0): noise^alpha d E|z_1|^alpha, alpha in (0, 2] (noise module docstring)."""
+        return self.noise ** alpha * self.noise_law.vector_moment_bound(alpha, self.d)
 
     @property
     def mean_squared_smoothness(self) -> float:
