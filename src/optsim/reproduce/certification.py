@@ -152,5 +152,5 @@ def _certified_robustness(out: Path, fast: bool) -> Outcome:
            f"{clean['personalized']:.3f} / {acr['personalized']:.3f}; ACR of the mixtures lambda = "
            f"{', '.join(f'{v:g}' for v in MIX_WEIGHTS)}: {', '.join(f'{v:.3f}' for v in mix)} "
            f"({'non-increasing' if monotone else 'not monotone'}); personalization "
-           f"{'raises' if personal else 'does NOT raise'} the ACR over the global model")
+           f"{'raises' if personal else 'does NOT raise (NOT REPRODUCED)'} the ACR over the global model")
     return Outcome(more_robust and falls and personal, msg, figs)
