@@ -58,3 +58,17 @@ def test_other_modules_keep_the_generic_path():
     mixed = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
                                 torch.nn.Linear(4, 2))
     assert BatchedMLP.of(mixed, NeuralProblem(mixed, [np.zeros((2, 4), np.float32)], [np.zeros(2, int)]).layout) is None
+
+
+def test_compiled_oracles_equal_the_eager_ones():
+    from optsim.experiment import build_problem, parse_config
+
+    cfg = {"problem": {"name": "neural", "clients": 3, "hidden": [8], "size": 60}, "methods": ["gd"]}
+    eager = build_problem(parse_config(cfg))
+    compiled = build_problem(parse_config({**cfg, "problem": {**cfg["problem"], "compile": True}}))
+    X = eager.initial_point().expand(3, -1) + 0.1 * torch.randn(3, eager.d, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(compiled.grads(X), eager.grads(X), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compiled.losses(X), eager.losses(X), rtol=1e-5, atol=1e-6)
+    gelu = {**cfg, "problem": {**cfg["problem"], "activation": "gelu", "compile": True}}
+    with pytest.raises(ValueError, match="compile: true needs an MLP or CNN"):
+        build_problem(parse_config(gelu))

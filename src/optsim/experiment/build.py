@@ -65,7 +65,8 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
                               power=pc.partition.power, hidden=pc.hidden, activation=pc.activation, bias=pc.bias,
                               size=pc.size, test_size=pc.test_size, test_fraction=pc.test_fraction,
                               seq_len=pc.seq_len, d_model=pc.d_model, heads=pc.heads, layers=pc.layers, seed=seed,
-                              init_seed=pc.init_seed, dtype=dtype, device=cfg.device, batch_rows=pc.batch_rows)
+                              init_seed=pc.init_seed, dtype=dtype, device=cfg.device, batch_rows=pc.batch_rows,
+                              compile=pc.compile)
     if pc.name == "quadratic":
         return _byzantine_data(Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
                                                   noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device), cfg)

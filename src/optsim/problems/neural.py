@@ -282,6 +282,7 @@ class NeuralProblem(Problem):
         task: ``"classify"`` or ``"lm"`` (language model: perplexity instead of accuracy).
         batch_rows: samples per batched evaluation (clients x samples); larger local datasets are
             processed in chunks of samples (a loop over chunks, never over clients).
+        compile: ``torch.compile`` the batched MLP / CNN oracles (compiled once per input shape).
     """
 
     name = "neural"
@@ -289,7 +290,7 @@ class NeuralProblem(Problem):
 
     def __init__(self, module: nn.Module, inputs: Sequence, targets: Sequence, test_inputs=None, test_targets=None,
                  *, task: str = "classify", dtype: torch.dtype = torch.float32, device="cpu", batch_rows: int = 8192,
-                 description: str = ""):
+                 description: str = "", compile: bool = False):
         super().__init__(dtype, device)
         if task not in ("classify", "lm"):
             raise ValueError(f"task must be 'classify' or 'lm', got '{task}'")
@@ -320,6 +321,11 @@ class NeuralProblem(Problem):
         #: the hand-batched oracles of an MLP or a small CNN (None: the generic torch.func path)
         self._batched = None if task != "classify" else (BatchedMLP.of(self.module, self.layout)
                                                         or BatchedCNN.of(self.module, self.layout))
+        if compile:
+            if self._batched is None:
+                raise ValueError("compile: true needs an MLP or CNN of make_model (the batched oracles); "
+                                 "set compile: false for this model")
+            self._batched.compile()
 
     # ---- the model as a pure function of the flat parameters -------------------------------------------
     def forward(self, x: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -479,7 +485,7 @@ def neural_problem(data: str = "sklearn:digits", model: str = "mlp", clients: in
                    bias: bool = True, size: int | None = None, test_size: int | None = None,
                    test_fraction: float = 0.2, seq_len: int = 32, d_model: int = 32, heads: int = 2, layers: int = 1,
                    seed: int = 0, init_seed: int | None = None, dtype: torch.dtype = torch.float32, device="cpu",
-                   batch_rows: int = 8192) -> NeuralProblem:
+                   batch_rows: int = 8192, compile: bool = False) -> NeuralProblem:
     """Load ``data``, keep ``size`` training samples (seeded subset), split them among ``clients``
     with :func:`optsim.data.partition` and build the model (seeded by ``init_seed``, default ``seed``).
 
@@ -521,4 +527,4 @@ def neural_problem(data: str = "sklearn:digits", model: str = "mlp", clients: in
         net = make_model(model, in_shape=X.shape[1:], classes=int(max(y.max(), yt.max() if len(yt) else 0)) + 1,
                          hidden=hidden, activation=activation, bias=bias, seed=init)
     return NeuralProblem(net, [X[p] for p in parts], [y[p] for p in parts], Xt, yt, task="lm" if text else "classify",
-                         dtype=dtype, device=device, batch_rows=batch_rows, description=desc)
+                         dtype=dtype, device=device, batch_rows=batch_rows, description=desc, compile=compile)
