@@ -67,6 +67,11 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
                               seq_len=pc.seq_len, d_model=pc.d_model, heads=pc.heads, layers=pc.layers, seed=seed,
                               init_seed=pc.init_seed, dtype=dtype, device=cfg.device, batch_rows=pc.batch_rows,
                               compile=pc.compile)
+    if pc.name == "linear_system":
+        from ..problems.linear_system import LinearSystem
+
+        return LinearSystem.generate(pc.rows, pc.dim, pc.smin, pc.smax, positive_definite=pc.positive_definite,
+                                     seed=seed, dtype=dtype, device=cfg.device)
     if pc.name == "quadratic":
         return _byzantine_data(Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
                                                   noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device), cfg)

@@ -89,6 +89,22 @@ class QuadraticConfig(Strict):
     noise: NonNegativeFloat = 0.0
 
 
+class LinearSystemConfig(Strict):
+    """A seeded consistent linear system A x = b with a chosen spectrum and an exact x*, as one
+    client's f(x) = ||A x - b||^2 / 2 (:class:`optsim.problems.linear_system.LinearSystem`); the
+    sketch-and-project solvers of :mod:`optsim.methods.linalg` take the same object."""
+
+    name: Literal["linear_system"]
+    data_seed: int | None = None
+    rows: PositiveInt = 200
+    dim: PositiveInt = 20
+    #: smallest and largest singular values of A (log-spaced between them)
+    smin: PositiveFloat = 0.1
+    smax: PositiveFloat = 1.0
+    #: a symmetric positive definite A (rows = dim)
+    positive_definite: bool = False
+
+
 class NeuralConfig(Strict):
     """A neural network over image or text data split among clients (:mod:`optsim.problems.neural`).
     Neural problems run in float32 unless the config sets ``dtype``."""
@@ -129,7 +145,8 @@ class NeuralConfig(Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, NeuralConfig], Field(discriminator="name")]
+ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, LinearSystemConfig, NeuralConfig],
+                         Field(discriminator="name")]
 
 
 class StopConfig(Strict):
