@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .batched_mlp import BatchedMLP
+
 __all__ = ["BatchedCNN"]
 
 
@@ -101,7 +103,7 @@ class BatchedCNN:
 
     @staticmethod
     def _losses(Z, targets, w):
-        return ((Z.logsumexp(-1) - Z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)) * w).sum(1)
+        return (BatchedMLP._ce(Z, targets) * w).sum(1)
 
     def compile(self) -> None:
         """Replace the oracles by their ``torch.compile``-compiled versions (same arithmetic; compiled once
