@@ -66,8 +66,70 @@ def store_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(store_path):
-    srv = make_server(store_path, port=0)
+def sweep_path(tmp_path_factory):
+    """A stepsize sweep: gd at 5 multipliers (x1000 diverges) and diana at 2, 2 seeds each, 30 rounds."""
+    folder = tmp_path_factory.mktemp("dashboard_sweep")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OPTSIM_CACHE", str(folder / "cache"))
+    path = folder / "runs.db"
+    store = ResultStore(path)
+    for seed in (0, 1):
+        cfg = parse_config({**BASE, "name": "sweep", "seed": seed, "stop": {"max_rounds": 30}, "methods":
+                            [{"name": "gd", "stepsize_mult": m, "label": f"gd x{m}"} for m in SWEEP_GD] +
+                            [{"name": "diana", "compressor": {"name": "rand_k", "k": 2}, "stepsize_mult": m,
+                              "label": f"diana x{m}"} for m in SWEEP_DIANA]})
+        problem = build_problem(cfg)
+        for spec in cfg.methods:
+            run_stored(store, problem, spec, cfg, progress=False)
+    store.close()
+    mp.undo()
+    return path
+
+
+SWEEP_GD = (0.25, 0.5, 1.0, 2.0, 1000.0)
+SWEEP_DIANA = (0.5, 1.0)
+
+
+@pytest.fixture(scope="module")
+def reproduce_dir(tmp_path_factory):
+    """Outcomes as `optsim reproduce` writes them: three recipes run through run_recipe, one verdict each."""
+    from optsim.reproduce import registry
+
+    folder = tmp_path_factory.mktemp("reproduce")
+    mp = pytest.MonkeyPatch()
+    for rid, passed, measured in (("T-PASS", True, "rate 0.5 as claimed"), ("T-FAIL", False, "rate 0.9 > 0.6"),
+                                  ("T-NR", False, "rate 0.9: NOT REPRODUCED")):
+        def fn(out, fast, passed=passed, measured=measured):
+            out.mkdir(parents=True, exist_ok=True)
+            fig = out / "figure.png"
+            fig.write_bytes(PNG)
+            return registry.Outcome(passed, measured, [fig])
+
+        mp.setitem(registry.RECIPES, rid, registry.Recipe(rid, f"claim of {rid}", fn))
+        registry.run_recipe(rid, folder, fast=True)
+    mp.undo()
+    return folder
+
+
+def _png() -> bytes:
+    """A 2x2 grey PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\x80\x80" for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+PNG = _png()
+
+
+@pytest.fixture(scope="module")
+def server(store_path, reproduce_dir):
+    srv = make_server(store_path, port=0, reproduce=reproduce_dir)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -316,7 +378,300 @@ def test_cli_declares_the_dashboard():
 
     args = build_parser().parse_args(["dashboard", "--store", "x.db", "--port", "0"])
     assert args.store == "x.db" and args.port == 0 and args.host == "127.0.0.1"
+    assert args.reproduce == "results/reproduce" and not args.no_launch
+    assert build_parser().parse_args(["dashboard", "--no-launch", "--reproduce", "r"]).no_launch
     assert Query.from_params({"where": ["problem.clients=4"], "method": ["gd,diana"]}).method == ["gd", "diana"]
+
+
+def test_runs_grouped_by_any_config_field(server, store_path):
+    data = get_json(server + "/api/runs")
+    # the fields set differently among the runs (gd leaves stepsize_mult at its default in experiment "dash")
+    assert data["fields"] == ["method.compressor.k", "method.compressor.name", "method.name", "method.stepsize_mult",
+                              "seed"] and data["groups"] == [] and data["group"] is None
+    data = get_json(server + "/api/runs?group=method.stepsize_mult")  # gd's default x1 counts as 1.0
+    groups = {g["value"]: g for g in data["groups"]}
+    assert [g["value"] for g in data["groups"]] == [0.5, 1.0, None]  # numbers in order, the empty orphan row last
+    assert groups[0.5]["ids"] == [7] and groups[1.0]["ids"] == [1, 2, 3, 4, 5, 6] and groups[None]["ids"] == [8]
+    assert groups[None]["statuses"] == {"orphaned": 1} and groups[1.0]["statuses"] == {"finished": 6}
+    finals = {r["id"]: r["final_metric"] for r in data["runs"]}
+    assert groups[1.0]["final_metric_mean"] == pytest.approx(np.mean([finals[i] for i in range(1, 7)]), rel=1e-12)
+    assert groups[1.0]["final_metric_min"] == min(finals[i] for i in range(1, 7))
+    assert {r["id"]: r["group"] for r in data["runs"]} == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0, 7: 0.5, 8: None}
+    # a filter on a method parameter counts runs that left it at its default
+    assert [r["id"] for r in get_json(server + "/api/runs?where=method.stepsize_mult=1")["runs"]] == [1, 2, 3, 4, 5, 6]
+    k = get_json(server + "/api/runs?experiment=dash&group=method.compressor.k")["groups"]
+    assert [(g["value"], g["ids"]) for g in k] == [(2, [2, 4, 6]), (None, [1, 3, 5])]
+    status, _, body = get(server + "/api/runs?group=method.stepsize_mul")
+    assert status == 400 and "did you mean method.stepsize_mult" in json.loads(body)["error"]
+
+
+def test_plot_lines_one_hue_per_value_of_the_group_field(server, tmp_path):
+    data = get_json(server + "/api/curves?group=method.stepsize_mult")
+    assert data["group"] == "method.stepsize_mult"
+    assert [(c["label"], c["family"]) for c in data["curves"]] == [
+        ("gd (3 seeds)", "stepsize_mult=1"), ("diana (3 seeds)", "stepsize_mult=1"), ("gd", "stepsize_mult=0.5")]
+    # best per group value: of the two x1 curves the one of least final metric (gd reaches 0 in f_gap)
+    best = get_json(server + "/api/curves?group=method.stepsize_mult&best=1")["curves"]
+    assert [(c["label"], c["family"]) for c in best] == [("gd (3 seeds)", "stepsize_mult=1"), ("gd", "stepsize_mult=0.5")]
+    by_method = get_json(server + "/api/curves?group=method.name&best=1")["curves"]
+    assert sorted(c["family"] for c in by_method) == ["method.name=diana", "method.name=gd"]
+    rows = list(csv.DictReader(io.StringIO(get(server + "/api/export?group=method.stepsize_mult&format=csv")[2].decode())))
+    assert {r["method.stepsize_mult"] for r in rows} == {"stepsize_mult=1", "stepsize_mult=0.5"} and len(rows) == 3 * 61
+
+
+def test_standard_error_band_over_seeds(server, store_path, tmp_path):
+    from optsim.plots import plot_curves
+
+    traces = stored_traces(store_path)
+    data = get_json(server + "/api/curves?experiment=dash&x=rounds&y=f_gap&band=se")
+    assert data["band"] == "se"
+    for curve, method in zip(data["curves"], ("gd", "diana")):
+        ys = np.array([t["f_gap"] for exp, t in traces.values() if t.method == method and exp == "dash"])
+        mean, se = ys.mean(axis=0), ys.std(axis=0, ddof=1) / np.sqrt(3)  # SE = sample std / sqrt(n)
+        lo, hi = (np.array([np.nan if v is None else v for v in curve[k]]) for k in ("lo", "hi"))
+        shown = (mean > 0) & (mean - se > 0)  # what a log axis can show
+        assert shown.sum() > 20
+        np.testing.assert_allclose(lo[shown], (mean - se)[shown], rtol=1e-10)
+        np.testing.assert_allclose(hi[shown], (mean + se)[shown], rtol=1e-10)
+        assert np.isnan(lo[~shown]).all()
+    minmax = get_json(server + "/api/curves?experiment=dash&x=rounds&y=f_gap")["curves"][1]
+    assert minmax["lo"][10] < data["curves"][1]["lo"][10]  # 3 seeds: min < mean - SE
+    # the CSV and the figure honour the band
+    rows = list(csv.DictReader(io.StringIO(get(server + "/api/export?experiment=dash&y=f_gap&band=se&format=csv")[2].decode())))
+    diana = [r for r in rows if r["method"] == "diana"]
+    ys = np.array([t["f_gap"] for exp, t in traces.values() if t.method == "diana" and exp == "dash"])
+    np.testing.assert_allclose([float(r["f_gap_mean+se"]) for r in diana],
+                               ys.mean(axis=0) + ys.std(axis=0, ddof=1) / np.sqrt(3), rtol=1e-12)
+    assert set(rows[0]) == {"curve", "method", "seeds", "rounds", "f_gap_mean", "f_gap_mean-se", "f_gap_mean+se"}
+    png = get(server + "/api/export?experiment=dash&y=f_gap&band=se&format=png")[2]
+    store = ResultStore(store_path, readonly=True)
+    curves = group_curves([(json.loads(row["config"]), t) for row, t in store.traces(experiment="dash")])
+    store.close()
+    (mine,) = plot_curves(curves, ["rounds"], "f_gap", tmp_path / "se", title="dash", formats=("png",), band="se")
+    assert png == mine.read_bytes() != get(server + "/api/export?experiment=dash&y=f_gap&format=png")[2]
+    status, _, body = get(server + "/api/curves?band=std")
+    assert status == 400 and "use minmax" in json.loads(body)["error"]
+
+
+@pytest.fixture(scope="module")
+def sweep_server(sweep_path):
+    srv = make_server(sweep_path, port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_sweep_view_is_the_seed_mean_of_final_or_best_values(sweep_server, sweep_path):
+    traces = stored_traces(sweep_path)
+    by_key: dict = {}
+    for _, t in traces.values():
+        by_key.setdefault((t.method, float(t.meta["config"].get("stepsize_mult", 1.0))), []).append(t)
+    for stat, band in (("final", "minmax"), ("best", "se")):
+        data = get_json(sweep_server + f"/api/sweep?param=method.stepsize_mult&y=f_gap&stat={stat}&band={band}")
+        assert data["runs"] == 14 and not data["categorical"] and [l["label"] for l in data["lines"]] == ["gd", "diana"]
+        for line, mults in zip(data["lines"], (SWEEP_GD, SWEEP_DIANA)):
+            assert [p["x"] for p in line["points"]] == list(mults) and all(p["seeds"] == 2 for p in line["points"])
+            means = {}
+            for p in line["points"]:
+                ts = by_key[(line["family"], p["x"])]
+                if any(t.status == "diverged" for t in ts):
+                    assert p["mean"] is None and p["diverged"] == 2 and p["x"] == 1000.0
+                    continue
+                v = np.array([t["f_gap"][-1] if stat == "final" else np.nanmin(t["f_gap"]) for t in ts])
+                assert p["mean"] == pytest.approx(v.mean(), rel=1e-12, abs=1e-300) and p["diverged"] == 0
+                lo, hi = (v.min(), v.max()) if band == "minmax" else (v.mean() - v.std(ddof=1) / np.sqrt(2),
+                                                                      v.mean() + v.std(ddof=1) / np.sqrt(2))
+                assert p["lo"] == pytest.approx(lo, rel=1e-9, abs=1e-300) and p["hi"] == pytest.approx(hi, rel=1e-9)
+                means[p["x"]] = v.mean()
+            best = min(means, key=means.get)
+            assert line["best"]["x"] == best and line["best"]["mean"] == pytest.approx(means[best], rel=1e-12, abs=1e-300)
+    # the theory stepsize x1 is the best final value of both methods in this sweep
+    assert [l["best"]["x"] for l in get_json(sweep_server + "/api/sweep?param=method.stepsize_mult")["lines"]] == [1, 1]
+    assert get_json(sweep_server + "/api/sweep?param=method.stepsize_mult&method=gd")["lines"][0]["label"] == "gd"
+    cat = get_json(sweep_server + "/api/sweep?param=method.name")
+    assert cat["categorical"] and len(cat["lines"]) == 7  # no two configs differ only in the name: 7 one-point lines
+    assert {l["points"][0]["x"] for l in cat["lines"]} == {"gd", "diana"}
+    assert "gd stepsize_mult=0.25" in [l["label"] for l in cat["lines"]]
+    k = get_json(sweep_server + "/api/sweep?param=method.compressor.k")  # gd has no compressor: left out
+    assert k["skipped"] == 10 and k["runs"] == 4 and [l["label"] for l in k["lines"]] == ["diana stepsize_mult=0.5",
+                                                                                        "diana stepsize_mult=1"]
+    by = get_json(sweep_server + "/api/sweep?param=method.stepsize_mult&group=method.compressor.k")
+    assert [l["family"] for l in by["lines"]] == ["compressor.k=none", "compressor.k=2"]
+    for query, words in (("param=method.stepsize_mult&method=gd&where=method.stepsize_mult=0.5", "has one value"),
+                         ("param=problem.clients", "has one value"), ("param=nope", "no selected run has"),
+                         ("", "choose the swept config field"), ("param=method.stepsize_mult&stat=last", "final")):
+        status, _, body = get(sweep_server + "/api/sweep?" + query)
+        assert status == 400 and words in json.loads(body)["error"], (query, body)
+
+
+def test_recipe_outcomes_are_persisted_and_listed(server, reproduce_dir, capsys):
+    from optsim.cli import main
+
+    saved = json.loads((reproduce_dir / "T-NR" / "outcome.json").read_text())
+    assert saved["verdict"] == "NOT REPRODUCED" and saved["figures"] == ["figure.png"] and saved["fast"] is True
+    data = get_json(server + "/api/recipes")
+    assert [(r["id"], r["verdict"]) for r in data["recipes"]] == [("T-FAIL", "FAIL"), ("T-NR", "NOT REPRODUCED"),
+                                                                  ("T-PASS", "PASS")]
+    assert data["verdicts"] == {"FAIL": 1, "NOT REPRODUCED": 1, "PASS": 1}
+    r = data["recipes"][2]
+    assert r["claim"] == "claim of T-PASS" and r["measured"] == "rate 0.5 as claimed"
+    status, headers, body = get(server + r["figures"][0]["url"])
+    assert status == 200 and headers["Content-Type"] == "image/png" and body == PNG
+    assert get(server + "/api/recipe-file/T-PASS/outcome.json")[0] == 400  # figures only
+    assert get(server + "/api/recipe-file/T-PASS/..%2F..%2Fx.png")[0] == 400  # nothing outside the recipe's folder
+    assert get(server + "/api/recipe-file/T-PASS/none.png")[0] == 404
+    # the command line prints the same verdict
+    from optsim.reproduce import registry
+
+    mp = pytest.MonkeyPatch()
+    mp.setitem(registry.RECIPES, "T-CLI", registry.Recipe("T-CLI", "c", lambda out, fast: registry.Outcome(
+        False, "x NOT REPRODUCED")))
+    try:
+        assert main(["reproduce", "T-CLI", "--out", str(reproduce_dir)]) == 1
+    finally:
+        mp.undo()
+    assert "T-CLI: NOT REPRODUCED (x NOT REPRODUCED)" in capsys.readouterr().out
+    assert get_json(server + "/api/recipes")["verdicts"]["NOT REPRODUCED"] == 2
+    (reproduce_dir / "T-CLI" / "outcome.json").unlink()
+    empty = make_server(store_path_unused := reproduce_dir / "none.db", port=0, reproduce=reproduce_dir / "absent")
+    threading.Thread(target=empty.serve_forever, daemon=True).start()
+    try:
+        assert get_json(f"http://127.0.0.1:{empty.server_address[1]}/api/recipes")["recipes"] == []
+    finally:
+        empty.shutdown()
+        empty.server_close()
+    assert not store_path_unused.exists()
+
+
+def test_readonly_store_refuses_writes_and_leaves_the_file_unchanged(store_path, tmp_path):
+    from optsim.experiment.store import StoreReadOnly
+
+    before = hashlib.sha256(store_path.read_bytes()).hexdigest()
+    store = ResultStore(store_path, readonly=True)
+    try:
+        assert len(store.runs()) == 8 and store.get(2)["method"] == "diana"
+        cfg = parse_config(BASE)
+        with pytest.raises(StoreReadOnly, match=r"opened read-only \(readonly=True\): nothing was written"):
+            store.claim("new", cfg, {"name": "gd"})
+        with pytest.raises(StoreReadOnly):
+            store.remove([1])
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):  # SQLite refuses any other write
+            store.conn.execute("UPDATE runs SET message = 'x' WHERE id = 1")
+    finally:
+        store.close()
+    assert hashlib.sha256(store_path.read_bytes()).hexdigest() == before
+    absent = tmp_path / "absent" / "runs.db"
+    with pytest.raises(FileNotFoundError, match="no results store at"):
+        ResultStore(absent, readonly=True).runs()
+    assert not absent.parent.exists()
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ResultStore(store_path, readonly=True))).readonly
+
+
+def test_column_wise_trace_decoding_equals_the_full_parse(store_path):
+    from optsim.dashboard.data import decode_trace
+    from optsim.trace import Trace
+
+    conn = sqlite3.connect(store_path.resolve().as_uri() + "?mode=ro", uri=True)
+    texts = [r[0] for r in conn.execute("SELECT trace FROM runs WHERE trace IS NOT NULL")]
+    conn.close()
+    extra = Trace("x", "gd", "diverged", meta={"metric": "f_gap", "note": '"rows": {"round": [1]}'})
+    for k in range(5):
+        extra.append({"round": k, "f_gap": 2.0 ** -k, **({"test_accuracy": 0.5 + k / 10} if k >= 2 else {})})
+    texts.append(json.dumps(extra.to_dict()))
+    for text in texts:
+        full, lazy = Trace.from_dict(json.loads(text)), decode_trace(text)
+        assert type(lazy.rows).__name__ == "_Columns"  # the column-wise path, not the fallback
+        assert (lazy.label, lazy.method, lazy.status, lazy.meta) == (full.label, full.method, full.status, full.meta)
+        assert list(lazy.rows) == list(full.rows) and len(lazy) == len(full)
+        for c in full.rows:
+            np.testing.assert_array_equal(lazy[c], full[c])
+        assert lazy.last("f_gap") == full.last("f_gap") and lazy.best("f_gap") == full.best("f_gap")
+    assert decode_trace('{"label": "a", "method": "gd", "status": "finished", "rows": {"round": [0, 1]}}').rows[
+        "round"].tolist() == [0, 1]
+    odd = json.dumps({"rows": {"round": [0.0]}, "label": "a", "method": "gd", "status": "finished"})  # other order
+    fallback = decode_trace(odd)
+    assert isinstance(fallback.rows, dict) and len(fallback) == 1 and fallback.label == "a"
+
+
+def post(url: str, body, headers=None):
+    """(status, JSON) of a POST as the page sends it (its header included unless ``headers`` says otherwise)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "X-Optsim-Dashboard": "1",
+                                          **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_launch(base, until=("finished", "failed", "stopped"), timeout=180):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        s = get_json(base + "/api/launch")
+        if s["state"] in until:
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"launch still {s['state']} after {timeout} s: {s.get('output')}")
+
+
+def test_launch_a_run_from_a_config_file_without_blocking_the_server(store_path, tmp_path):
+    store = tmp_path / "runs.db"
+    shutil.copy(store_path, store)
+    cfg = {**BASE, "name": "launched", "out": str(tmp_path / "out"), "methods": [{"name": "gd"}],
+           "problem": {**BASE["problem"], "clients": 5}, "stop": {"max_rounds": 30}}
+    short, long_ = tmp_path / "short.yaml", tmp_path / "long.yaml"
+    short.write_text(json.dumps(cfg))
+    long_.write_text(json.dumps({**cfg, "name": "long", "stop": {"max_rounds": 10**7}, "log_every": 10**6}))
+    (tmp_path / "typo.yaml").write_text(json.dumps({**cfg, "stopp": {"max_rounds": 3}}))
+    srv = make_server(store, port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert get_json(base + "/api/launch")["state"] == "none"
+        # refused: another site's page (no header, or its Origin), a missing or invalid config (the CLI's one line)
+        assert post(base + "/api/launch", {"path": str(short)}, {"X-Optsim-Dashboard": ""})[0] == 403
+        assert post(base + "/api/launch", {"path": str(short)}, {"Origin": "http://evil.example"})[0] == 403
+        status, body = post(base + "/api/launch", {"path": str(tmp_path / "none.yaml")})
+        assert status == 400 and body["error"] == f"config file '{tmp_path / 'none.yaml'}' not found"
+        status, body = post(base + "/api/launch", {"path": str(tmp_path / "typo.yaml")})
+        assert status == 400 and "stopp" in body["error"] and "\n" not in body["error"]
+        status, body = post(base + "/api/launch", {"path": str(short), "kind": "sweep"})
+        assert status == 400 and "no 'sweep:' grid" in body["error"]
+        assert post(base + "/api/launch", {"path": str(short), "kind": "train"})[0] == 400
+        # a long run: the server answers meanwhile, refuses a second launch, and stops it on demand
+        status, body = post(base + "/api/launch", {"path": str(long_)})
+        assert status == 202 and body["state"] == "running" and body["command"].startswith("optsim run ")
+        t0 = time.perf_counter()
+        runs = get_json(base + "/api/runs")["runs"]
+        assert time.perf_counter() - t0 < 5 and len(runs) == 8
+        assert get_json(base + "/api/launch")["state"] == "running"
+        status, body = post(base + "/api/launch", {"path": str(short)})
+        assert status == 409 and "still running" in body["error"]
+        status, body = post(base + "/api/launch/stop", {})
+        assert status == 200 and body["state"] == "stopped" and body["stopped"] == "stopped from the dashboard"
+        # a short run to its end: its result is in the store
+        assert post(base + "/api/launch", {"path": str(short)})[0] == 202
+        done = _wait_launch(base)
+        assert done["state"] == "finished" and done["returncode"] == 0, done["output"]
+        runs = get_json(base + "/api/runs?experiment=launched")["runs"]
+        assert [(r["method"], r["status"], r["rounds"]) for r in runs] == [("gd", "finished", 30)]
+    finally:
+        srv.launcher.close()
+        srv.shutdown()
+        srv.server_close()
+    off = make_server(store, host="127.0.0.1", port=0, launch=False)
+    threading.Thread(target=off.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{off.server_address[1]}"
+        assert get_json(base + "/api/launch") == {"state": "off"}
+        assert post(base + "/api/launch", {"path": str(short)})[0] == 403
+    finally:
+        off.shutdown()
+        off.server_close()
 
 
 # ---- the page in a real browser ------------------------------------------------------------------------------------
@@ -376,6 +731,47 @@ def test_page_in_a_headless_browser(browser, server, tmp_path):
     # the plot: per curve a band (min and max) and the mean line
     data = browser.execute_script("return document.getElementById('plot').data.map(t => [t.meta, t.name])")
     assert [m for m, _ in data].count("mean") == 3 and [m for m, _ in data].count("band") == 4
+    # the launch form: nothing launched yet
+    assert browser.find_element("id", "l-state").text == "nothing launched yet"
+    assert browser.find_element("id", "l-start").is_enabled() and not browser.find_element("id", "l-stop").is_enabled()
+    # the recipe outcomes with their figures
+    verdicts = [e.text for e in browser.find_elements("css selector", "#recipes tbody tr td:nth-child(2)")]
+    assert verdicts == ["FAIL", "NOT REPRODUCED", "PASS"]
+    assert browser.find_elements("css selector", "#recipes td.verdict-NOT-REPRODUCED")
+    wait.until(lambda b: b.execute_script(
+        "return [...document.querySelectorAll('#recipes img')].map(i => i.complete && i.naturalWidth)") == [2, 2, 2])
+    # the sweep view: final f_gap against the stepsize multiplier, one line per method, each best point starred
+    assert browser.execute_script("return document.body.dataset.sweep") == "2"
+    assert Select(browser.find_element("id", "s-param")).first_selected_option.get_attribute("value") == \
+        "method.stepsize_mult"
+    sweep = browser.execute_script("return document.getElementById('sweep-plot').data.map(t => [t.meta, t.x, t.y])")
+    assert [m for m, _, _ in sweep] == ["sweep", "best", "sweep", "best"] and sweep[0][1] == [0.5, 1]
+    assert len(browser.find_elements("css selector", "#sweep-best tbody tr")) == 2
+    assert browser.execute_script("return document.getElementById('sweep-plot').layout.xaxis.type") == "log"
+    Select(browser.find_element("id", "s-stat")).select_by_value("best")
+    wait.until(lambda b: b.execute_script("return document.getElementById('sweep-plot').data[2].y") != sweep[2][2])
+    # the standard-error band: the band's edges move, the mean stays
+    before = browser.execute_script("return document.getElementById('plot').data.map(t => t.y)")
+    Select(browser.find_element("id", "p-band")).select_by_value("se")
+    wait.until(lambda b: b.execute_script("return document.getElementById('plot').data.map(t => t.y)") != before)
+    after = browser.execute_script("return document.getElementById('plot').data.map(t => [t.meta, t.y])")
+    assert [y for m, y in after if m == "mean"] == [y for (m, _), y in zip(after, before) if m == "mean"]
+    assert "standard error" in browser.find_element("id", "plot-note").text
+    assert "mean-se" not in browser.find_element("id", "export-csv").get_attribute("href")
+    assert "band=se" in browser.find_element("id", "export-csv").get_attribute("href")
+    Select(browser.find_element("id", "p-band")).select_by_value("minmax")
+    # grouped by a config field: a header row per value, one hue per value in the plot
+    Select(browser.find_element("id", "f-group")).select_by_value("method.stepsize_mult")
+    wait.until(lambda b: b.execute_script("return document.body.dataset.ready") == "1" and
+               len(b.find_elements("css selector", "#runs tr.group-row")) == 3)
+    heads = [e.text for e in browser.find_elements("css selector", "#runs tr.group-row")]
+    assert heads[0].startswith("method.stepsize_mult = 0.5: 1 runs") and heads[1].startswith("method.stepsize_mult = 1: 6 runs")
+    colours = browser.execute_script(
+        "return document.getElementById('plot').data.filter(t => t.meta === 'mean').map(t => [t.name, t.line.color])")
+    assert colours[0][1] == colours[1][1] != colours[2][1]  # gd x1 and diana x1 share the hue of stepsize_mult=1
+    Select(browser.find_element("id", "f-group")).select_by_value("")
+    wait.until(lambda b: b.execute_script("return document.body.dataset.ready") == "1" and
+               not b.find_elements("css selector", "#runs tr.group-row"))
     # a filter changes the table and the plotted lines
     Select(browser.find_element("id", "f-method")).select_by_value("diana")
     wait.until(lambda b: b.execute_script("return document.body.dataset.ready") == "1" and

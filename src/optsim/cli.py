@@ -296,7 +296,8 @@ def _cmd_dashboard(args) -> int:
     except StoreUnavailable as e:  # the page shows it too; the server keeps running (a sweep may create it)
         print(f"optsim: dashboard: {e}", file=sys.stderr)
     try:
-        serve(store, host=args.host, port=args.port, quiet=not args.verbose)
+        serve(store, host=args.host, port=args.port, quiet=not args.verbose, reproduce=args.reproduce,
+              launch=not args.no_launch)
     except KeyboardInterrupt:
         print("optsim: dashboard stopped", file=sys.stderr)
     return 0
@@ -312,7 +313,7 @@ def _cmd_reproduce(args) -> int:
     failed = 0
     for rid in args.ids:
         outcome, seconds = run_recipe(rid, Path(args.out), fast=args.fast)
-        print(f"{rid}: {'PASS' if outcome.passed else 'FAIL'} ({outcome.measured}) [{seconds:.1f}s]")
+        print(f"{rid}: {outcome.verdict} ({outcome.measured}) [{seconds:.1f}s]")
         for f in outcome.figures:
             print(f"  figure: {f}")
         failed += not outcome.passed
@@ -411,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     da.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     da.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    da.add_argument("--reproduce", default="results/reproduce",
+                    help="where `optsim reproduce` wrote its outcomes (its --out; default results/reproduce)")
+    da.add_argument("--no-launch", action="store_true",
+                    help="do not let the page start runs or sweeps (it may only on 127.0.0.1)")
     da.set_defaults(func=_cmd_dashboard)
     rp = sub.add_parser("reproduce", help="run a paper's recipe and check its claim (IDs of PAPERS.md)")
     rp.add_argument("ids", nargs="*", metavar="ID")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .trace import Trace
 
-__all__ = ["Curve", "Series", "series", "describe", "curves_of", "draw_curves", "plot_curves", "plot_traces",
+__all__ = ["BANDS", "Curve", "Series", "check_band", "series", "describe", "curves_of", "draw_curves", "plot_curves", "plot_traces",
            "plot_config", "save_figure", "LABELS"]
 
 LABELS = {
@@ -97,12 +97,24 @@ def curves_of(traces: Sequence[Trace]) -> list[Curve]:
             for t in traces]
 
 
+#: the bands a figure can draw around the mean over seeds: min-max, or mean +- standard error
+BANDS = ("minmax", "se")
+
+
+def check_band(band: str) -> str:
+    """``band`` if it is one of :data:`BANDS`, else a one-line ValueError."""
+    if band not in BANDS:
+        raise ValueError(f"unknown band '{band}': use minmax (min-max over seeds) or se (mean +- standard error)")
+    return band
+
+
 @dataclass
 class Series:
     """What a figure draws of one curve against one x column: ``x`` (the mean over seeds, unscaled),
-    the ``mean`` of ``y`` over seeds with its min-max band ``lo`` / ``hi``, the points a log axis
-    shows (``keep``: finite and positive mean; ``band``: also a positive ``lo``), the seeds' traces
-    used (those as long as the shortest) and the legend entry."""
+    the ``mean`` of ``y`` over seeds with its band ``lo`` / ``hi`` (min-max, or mean +- the standard
+    error: sample standard deviation over the seeds that logged the point / sqrt of their number), the
+    points a log axis shows (``keep``: finite and positive mean; ``band``: also a positive ``lo``), the
+    seeds' traces used (those as long as the shortest) and the legend entry."""
 
     x: np.ndarray
     mean: np.ndarray
@@ -114,9 +126,12 @@ class Series:
     legend: str
 
 
-def series(curve: Curve, xname: str, y: str) -> Series:
+def series(curve: Curve, xname: str, y: str, band: str = "minmax") -> Series:
     """The data :func:`draw_curves` plots for ``curve`` against the column ``xname``: the seeds are cut
-    to the shortest one, then averaged (``y`` with ``nanmean``; min and max for the band)."""
+    to the shortest one, then averaged (``y`` with ``nanmean``); the band is their min and max
+    (``band="minmax"``) or the mean +- the standard error (``band="se"``: ``nanstd(ddof=1) / sqrt(k)``
+    over the k seeds that logged the point; no band where k < 2)."""
+    check_band(band)
     n = min(len(t) for t in curve.traces if len(t))
     traces = [t for t in curve.traces if len(t) >= n]
     xs = np.mean([t[xname][:n] for t in traces], axis=0)
@@ -124,7 +139,12 @@ def series(curve: Curve, xname: str, y: str) -> Series:
     with warnings.catch_warnings():  # a column that is NaN in every seed (not logged): no point
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(ys, axis=0)
-        lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+        if band == "se":
+            k = np.sum(~np.isnan(ys), axis=0)
+            se = np.where(k > 1, np.nanstd(ys, axis=0, ddof=1) / np.sqrt(np.maximum(k, 1)), np.nan)
+            lo, hi = mean - se, mean + se
+        else:
+            lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
     keep = np.isfinite(mean) & (mean > 0)
     seeds = f" ({len(traces)} seeds)" if len(traces) > 1 else ""
     status = {t.status for t in traces} - {"finished", "running"}
@@ -164,14 +184,15 @@ def _colours(curves: Sequence[Curve]) -> list[tuple]:
 
 
 def plot_curves(curves: Sequence[Curve], x: Sequence[str], y: str, path: str | Path, title: str = "",
-                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+                formats: Sequence[str] = ("png", "pdf"), band: str = "minmax") -> list[Path]:
     """One panel per x column, the curves on a log y axis, a shared legend outside the axes; returns
-    the files written."""
-    return save_figure(draw_curves(curves, x, y, title), path, formats)
+    the files written. ``band``: the band around each mean over seeds (:data:`BANDS`)."""
+    return save_figure(draw_curves(curves, x, y, title, band), path, formats)
 
 
-def draw_curves(curves: Sequence[Curve], x: Sequence[str], y: str, title: str = ""):
+def draw_curves(curves: Sequence[Curve], x: Sequence[str], y: str, title: str = "", band: str = "minmax"):
     """The figure of :func:`plot_curves` (a matplotlib Figure, not saved)."""
+    check_band(band)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +209,7 @@ def draw_curves(curves: Sequence[Curve], x: Sequence[str], y: str, title: str = 
         everything = np.concatenate([t[xname] for c in curves for t in c.traces if len(t)] or [np.zeros(0)])
         scale, xlabel = _unit(everything, xname)
         for i, c in enumerate(curves):
-            s = series(c, xname, y)
+            s = series(c, xname, y, band)
             xs, mean, keep, traces = s.x / scale, s.mean, s.keep, s.traces
             style = _STYLES[(sum(1 for d in curves[:i] if d.family == c.family)) % len(_STYLES)]
             if any(t.status == "diverged" for t in traces):

@@ -1,8 +1,15 @@
 """The dashboard's HTTP server: the standard library's ThreadingHTTPServer, on 127.0.0.1 by default.
 
 Routes (GET only): ``/`` the page; ``/static/<file>`` its script and style (from this package) and
-``plotly.min.js`` (from the installed ``plotly`` package); ``/api/runs``, ``/api/run/<id>``,
-``/api/trace/<id>``, ``/api/curves`` and ``/api/export`` (:mod:`optsim.dashboard.data`). Every
+``plotly.min.js`` (from the installed ``plotly`` package); ``/api/runs`` (``group=KEY``),
+``/api/run/<id>``, ``/api/trace/<id>``, ``/api/curves`` and ``/api/export`` (``band=minmax|se``,
+``group=KEY``), ``/api/sweep`` (``param=KEY&stat=final|best``), ``/api/recipes`` and
+``/api/recipe-file/<ID>/<figure>`` (the outcomes of ``optsim reproduce`` under its results folder)
+(:mod:`optsim.dashboard.data`); ``/api/launch`` the state of the last launch. POST ``/api/launch``
+(``{"path": CONFIG, "kind": "run"|"sweep"}``) and ``/api/launch/stop`` start and stop a run or sweep
+(:mod:`optsim.dashboard.launch`), only on a loopback address and only from the page itself: a POST
+needs the header ``X-Optsim-Dashboard``, which another site's page cannot send without a CORS
+preflight this server never grants, and a Host (and Origin, when sent) of this server. Every
 response carries a Content-Security-Policy whose ``default-src 'self'`` forbids loading anything from
 elsewhere, so the page works offline and a stray external link fails in the browser (and the tests).
 A store that is absent or damaged answers 503 with a message that names the fix; the page shows it.
@@ -28,9 +35,14 @@ from .data import (
     export_plot,
     list_runs,
     plot_curves_data,
+    recipe_file,
+    recipe_outcomes,
     run_detail,
+    sweep_data,
     trace_columns,
+    warm_up,
 )
+from .launch import LaunchBusy, Launcher
 
 __all__ = ["CSP", "make_server", "plotly_js", "serve"]
 
@@ -40,7 +52,8 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 STATIC = Path(__file__).resolve().parent / "static"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+          ".pdf": "application/pdf"}
 _EXPORT_TYPES = {"png": "image/png", "pdf": "application/pdf", "csv": "text/csv; charset=utf-8"}
 
 
@@ -59,6 +72,8 @@ def plotly_js() -> Path:
 class Handler(BaseHTTPRequestHandler):
     server_version = "optsim-dashboard"
     store_path: Path = Path("runs.db")
+    reproduce_path: Path = Path("results/reproduce")
+    launcher: Launcher | None = None
     quiet = True
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -83,7 +98,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(_finite(obj), allow_nan=False, default=str).encode(), "application/json")
+        try:
+            body = json.dumps(obj, allow_nan=False, default=str)
+        except ValueError:  # a NaN or infinity somewhere: walk the object only then
+            body = json.dumps(_finite(obj), allow_nan=False, default=str)
+        self._send(status, body.encode(), "application/json")
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -119,6 +138,52 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             return self._json(500, {"error": f"{route}: {type(e).__name__}: {e}"})
 
+    def do_POST(self) -> None:
+        route = unquote(urlsplit(self.path).path)
+        try:
+            if route not in ("/api/launch", "/api/launch/stop"):
+                return self._json(404, {"error": f"no endpoint {route} (POST)"})
+            if self.launcher is None:
+                return self._json(403, {"error": "launching is off: the dashboard launches runs only when it listens "
+                                                 "on 127.0.0.1 (optsim dashboard --host 127.0.0.1)"})
+            refused = self._foreign()
+            if refused:
+                return self._json(403, {"error": refused})
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 65536:
+                return self._json(413, {"error": "request too large"})
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                return self._json(400, {"error": 'send JSON: {"path": "config.yaml", "kind": "run"}'})
+            if not isinstance(body, dict):
+                return self._json(400, {"error": 'send a JSON object: {"path": "config.yaml", "kind": "run"}'})
+            if route == "/api/launch/stop":
+                return self._json(200, self.launcher.stop())
+            return self._json(202, self.launcher.start(str(body.get("path", "")), str(body.get("kind", "run"))))
+        except LaunchBusy as e:
+            return self._json(409, {"error": str(e)})
+        except (ValueError, RuntimeError) as e:
+            return self._json(400, {"error": str(e)})
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            return self._json(500, {"error": f"{route}: {type(e).__name__}: {e}"})
+
+    def _foreign(self) -> str | None:
+        """Why a POST is refused as coming from elsewhere than this server's page, or None."""
+        if self.headers.get("X-Optsim-Dashboard") != "1":
+            return "launch from the dashboard page (the request lacks its X-Optsim-Dashboard header)"
+        port = self.server.server_address[1]
+        hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        if self.headers.get("Host") not in hosts:
+            return f"Host {self.headers.get('Host')!r} is not this dashboard: open it as http://127.0.0.1:{port}/"
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.removeprefix("http://") not in hosts:
+            return f"Origin {origin!r} is not this dashboard"
+        return None
+
     def _file(self, path: Path) -> None:
         self._send(200, path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
 
@@ -135,8 +200,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError(f"{name}={v!r} must be an integer") from None
 
         store = self.store_path
+        band, group = one("band", "minmax"), one("group") or None
         if route == "runs":
-            return self._json(200, {"store": str(store), **list_runs(store, Query.from_params(params))})
+            return self._json(200, {"store": str(store), **list_runs(store, Query.from_params(params), group)})
         if route.startswith("run/"):
             return self._json(200, run_detail(store, route[len("run/"):]))
         if route.startswith("trace/"):
@@ -144,12 +210,25 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, trace_columns(store, route[len("trace/"):], cols, integer("max_points", 2000)))
         if route == "curves":
             return self._json(200, plot_curves_data(store, Query.from_params(params), one("x", "rounds"), one("y"),
-                                                    integer("max_points", 1000), one("best") in ("1", "true")))
+                                                    integer("max_points", 1000), one("best") in ("1", "true"),
+                                                    band, group))
         if route == "export":
             fmt = one("format", "png")
             body, name = export_plot(store, Query.from_params(params), one("x", "rounds"), one("y"), fmt,
-                                     one("best") in ("1", "true"))
+                                     one("best") in ("1", "true"), band=band, group=group)
             return self._send(200, body, _EXPORT_TYPES[fmt], {"Content-Disposition": f'attachment; filename="{name}"'})
+        if route == "sweep":
+            return self._json(200, sweep_data(store, Query.from_params(params), one("param", ""), one("y"),
+                                              one("stat", "final"), band, group))
+        if route == "recipes":
+            return self._json(200, recipe_outcomes(self.reproduce_path))
+        if route == "launch":
+            if self.launcher is None:
+                return self._json(200, {"state": "off"})
+            return self._json(200, self.launcher.status())
+        if route.startswith("recipe-file/"):
+            rid, _, rel = route[len("recipe-file/"):].partition("/")
+            return self._file(recipe_file(self.reproduce_path, rid, rel))
         return self._json(404, {"error": f"no endpoint /api/{route}"})
 
 
@@ -175,11 +254,22 @@ def _free_port(host: str, start: int) -> int | None:
     return None
 
 
-def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, quiet: bool = True) -> ThreadingHTTPServer:
-    """A server for the store at ``store`` (not started: call ``serve_forever``); ``port=0`` takes a free
-    one (``server.server_address``). A port in use raises a one-line error naming the next free one."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, quiet: bool = True,
+                reproduce: str | Path = "results/reproduce", launch: bool = True,
+                launch_limit_s: float = 3600.0) -> ThreadingHTTPServer:
+    """A server for the store at ``store`` and the recipe outcomes under ``reproduce`` (the ``--out`` of
+    ``optsim reproduce``) (not started: call ``serve_forever``); ``port=0`` takes a free one
+    (``server.server_address``). A port in use raises a one-line error naming the next free one.
+    ``launch``: the page may start runs and sweeps (one at a time, each stopped after
+    ``launch_limit_s`` seconds; only on a loopback ``host``); ``server.launcher`` holds them."""
     plotly_js()  # fail now, not at the first page load
-    handler = type("DashboardHandler", (Handler,), {"store_path": Path(store), "quiet": quiet})
+    warm_up()  # the method registry (parameter defaults of stored configs), not at the first request
+    launcher = Launcher(store, launch_limit_s) if launch and host in LOOPBACK else None
+    handler = type("DashboardHandler", (Handler,), {"store_path": Path(store), "reproduce_path": Path(reproduce),
+                                                    "quiet": quiet, "launcher": launcher})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as e:
@@ -189,13 +279,15 @@ def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, qu
             raise RuntimeError(f"port {port} on {host} is in use{hint}") from None
         raise
     server.daemon_threads = True
+    server.launcher = launcher  # type: ignore[attr-defined]
     return server
 
 
 def serve(store: str | Path, host: str = "127.0.0.1", port: int = 8765, quiet: bool = True,
-          ready: threading.Event | None = None) -> None:
-    """Serve the dashboard until interrupted."""
-    server = make_server(store, host, port, quiet)
+          ready: threading.Event | None = None, reproduce: str | Path = "results/reproduce",
+          launch: bool = True) -> None:
+    """Serve the dashboard until interrupted (a running launch is then stopped)."""
+    server = make_server(store, host, port, quiet, reproduce, launch)
     h, p = server.server_address[:2]
     print(f"optsim dashboard: http://{h}:{p}/ (store {store}, read-only); Ctrl-C stops it", file=sys.stderr)
     if ready is not None:
@@ -203,6 +295,8 @@ def serve(store: str | Path, host: str = "127.0.0.1", port: int = 8765, quiet: b
     try:
         server.serve_forever()
     finally:
+        if server.launcher is not None:  # type: ignore[attr-defined]
+            server.launcher.close()  # type: ignore[attr-defined]
         server.server_close()
 
 

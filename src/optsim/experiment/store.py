@@ -27,7 +27,7 @@ from ..trace import Trace
 from .config import ExperimentConfig, config_hash
 from .runner import run_method
 
-__all__ = ["ResultStore", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "other_build", "redo",
+__all__ = ["ResultStore", "StoreReadOnly", "run_config", "run_hash", "run_stored", "default_store_path", "build_id", "mark_reused", "other_build", "redo",
            "force_mode", "DONE"]
 
 #: statuses that are final: such a run is reused, not redone (unless forced)
@@ -182,6 +182,10 @@ class StoreDamaged(RuntimeError):
 _CHECKED: set[tuple] = set()
 
 
+class StoreReadOnly(RuntimeError):
+    """A write through a store opened with ``readonly=True``."""
+
+
 class ResultStore:
     """A SQLite results database (created on first use). Safe to use from several processes.
 
@@ -189,12 +193,17 @@ class ResultStore:
     that fails it (or that SQLite cannot read) raises :class:`StoreDamaged` before anything is
     written, and so does a database error later on. ``salvage=True`` opens a damaged file
     read-only, without the check, to read what can still be read (``optsim runs export --salvage``).
+    ``readonly=True`` opens an existing store for reading only (a ``mode=ro`` SQLite URI: nothing is
+    created, no schema or journal mode is set, no check is run; a damaged file fails at its first
+    read): a write through it raises :class:`StoreReadOnly`, and SQLite itself refuses any other.
+    Readers see the last committed state while other processes write (WAL).
     """
 
-    def __init__(self, path: str | Path | None = None, *, salvage: bool = False):
+    def __init__(self, path: str | Path | None = None, *, salvage: bool = False, readonly: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
         self.salvage = bool(salvage)
-        if not self.salvage:
+        self.readonly = bool(readonly)
+        if not (self.salvage or self.readonly):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
         self._pid = None
@@ -207,8 +216,12 @@ class ResultStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        if self.salvage:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=120, isolation_level=None)
+        if self.salvage or self.readonly:
+            if self.readonly and not self.path.is_file():
+                raise FileNotFoundError(f"no results store at {self.path} to open read-only: run a config with "
+                                        "`optsim run` or `optsim sweep` first")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=120, isolation_level=None)
             conn.row_factory = sqlite3.Row
             return conn
         existing = self.path.exists() and self.path.stat().st_size > 0
@@ -251,10 +264,10 @@ class ResultStore:
             self._conn = None
 
     def __getstate__(self):
-        return {"path": self.path, "salvage": self.salvage}
+        return {"path": self.path, "salvage": self.salvage, "readonly": self.readonly}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], salvage=state.get("salvage", False))
+        self.__init__(state["path"], salvage=state.get("salvage", False), readonly=state.get("readonly", False))
 
     def _tx(self):
         return _Transaction(self)
@@ -412,6 +425,9 @@ class _Transaction:
     def __enter__(self) -> sqlite3.Connection:
         if self.store.salvage:
             raise StoreDamaged(self.store.path, "opened to salvage it: read-only")
+        if self.store.readonly:
+            raise StoreReadOnly(f"the results store {self.store.path} is opened read-only (readonly=True): "
+                                "nothing was written; open it with ResultStore(path) to write")
         self.conn = self.store.conn
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn

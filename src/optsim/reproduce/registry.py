@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Outcome", "Recipe", "RECIPES", "PAPER_IDS", "recipe", "run_recipe", "status_table"]
+__all__ = ["Outcome", "Recipe", "RECIPES", "PAPER_IDS", "recipe", "run_recipe", "save_outcome", "status_table"]
 
 #: Every seed paper's ID (see PAPERS.md) with its short title.
 PAPER_IDS: dict[str, str] = {
@@ -84,6 +84,14 @@ class Outcome:
     measured: str
     figures: list[Path] = field(default_factory=list)
 
+    @property
+    def verdict(self) -> str:
+        """PASS; NOT REPRODUCED when the claim failed and ``measured`` says so (a faithful
+        implementation that does not show the paper's claim); else FAIL."""
+        if self.passed:
+            return "PASS"
+        return "NOT REPRODUCED" if "NOT REPRODUCED" in self.measured else "FAIL"
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -114,7 +122,36 @@ def run_recipe(id: str, out: Path, fast: bool = False) -> tuple[Outcome, float]:
         raise ValueError(f"recipe '{id}' is {known}{hint} (see `optsim reproduce --list`)")
     t0 = time.perf_counter()
     outcome = RECIPES[id].fn(Path(out) / id, fast)
-    return outcome, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    save_outcome(RECIPES[id], outcome, Path(out) / id, fast, seconds)
+    return outcome, seconds
+
+
+def save_outcome(rec: Recipe, outcome: Outcome, folder: Path, fast: bool, seconds: float) -> Path:
+    """Write ``folder/outcome.json`` (replacing the last one, atomically): the recipe's ID, title and
+    claim, the verdict, what was measured, the figures (paths relative to ``folder`` when inside it),
+    the mode, the time taken and when; the dashboard's recipe view reads these files."""
+    import json
+    import os
+
+    from ..experiment.store import build_id
+
+    folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
+
+    def rel(p: Path) -> str:
+        p = Path(p).resolve()
+        return p.relative_to(root).as_posix() if root in p.parents else str(p)
+
+    data = {"id": rec.id, "title": PAPER_IDS.get(rec.id, ""), "claim": rec.claim, "verdict": outcome.verdict,
+            "passed": bool(outcome.passed), "measured": outcome.measured,
+            "figures": [rel(f) for f in outcome.figures], "fast": bool(fast), "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build": build_id()}
+    path = folder / "outcome.json"
+    tmp = path.with_name(f".outcome.{os.getpid()}.json")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
 
 
 def status_table() -> list[tuple[str, str, str]]:

@@ -1,4 +1,5 @@
-// optsim dashboard: the runs table, the plot and a run's page, from the server's JSON endpoints.
+// optsim dashboard: the runs table (grouped by a config field), the plot, the sweep view, the recipe
+// outcomes and a run's page, from the server's JSON endpoints.
 "use strict";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -28,6 +29,7 @@ function filterParams() {
   for (const item of $("f-where").value.split(";")) {
     if (item.trim()) p.append("where", item.trim());
   }
+  if ($("f-group").value) p.set("group", $("f-group").value);
   return p;
 }
 
@@ -50,7 +52,14 @@ async function loadRuns() {
   fillSelect($("f-method"), data.methods, true);
   fillSelect($("f-status"), data.statuses, true);
   if (!$("p-x").options.length) fillSelect($("p-x"), data.x_axes, false);
-  lastRuns = data.runs;
+  fillSelect($("f-group"), data.fields, true);
+  const params = data.fields.filter((f) => f !== "seed" && f !== "seeds");
+  const param = $("s-param").value;
+  fillSelect($("s-param"), params, false);
+  if (!param && params.includes("method.stepsize_mult")) $("s-param").value = "method.stepsize_mult";
+  lastGroups = {};
+  for (const g of data.groups) lastGroups[JSON.stringify(g.value)] = g;
+  lastRuns = data.group ? groupOrder(data.runs, data.groups) : data.runs;
   renderRows(PAGE);
   $("run-count").textContent = "(" + data.runs.length + ")";
   document.body.dataset.runs = String(data.runs.length);
@@ -59,11 +68,37 @@ async function loadRuns() {
 // the table shows the first rows of a long list, more on demand (thousands of rows slow a page down)
 const PAGE = 1000;
 let lastRuns = [];
+let lastGroups = {};
+
+function groupOrder(runs, groups) {
+  const rank = new Map(groups.map((g, i) => [JSON.stringify(g.value), i]));
+  return runs.map((r, i) => [rank.get(JSON.stringify(r.group)), i, r]).sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    .map((t) => t[2]);
+}
+
+function groupRow(run) {
+  const g = lastGroups[JSON.stringify(run.group)];
+  const tr = document.createElement("tr");
+  tr.className = "group-row";
+  const td = document.createElement("td");
+  td.colSpan = 10;
+  const statuses = Object.entries(g.statuses).map(([k, v]) => v + " " + k).join(", ");
+  td.textContent = $("f-group").value + " = " + fmt(g.value) + ": " + g.runs + " runs (" + statuses + ")" +
+    (g.final_metric_mean === null ? "" : "; final metric mean " + fmt(g.final_metric_mean, 3) + ", least " +
+     fmt(g.final_metric_min, 3));
+  tr.appendChild(td);
+  return tr;
+}
 
 function renderRows(limit) {
   const body = $("runs").tBodies[0];
   const rows = document.createDocumentFragment();
+  let previous;
   for (const r of lastRuns.slice(0, limit)) {
+    if ("group" in r && (previous === undefined || JSON.stringify(r.group) !== previous)) {
+      rows.appendChild(groupRow(r));
+      previous = JSON.stringify(r.group);
+    }
     const tr = document.createElement("tr");
     tr.dataset.id = r.id;
     const cells = [r.id, r.experiment, r.label, r.method, r.seed, r.status, r.rounds, fmt(r.final_metric, 3),
@@ -91,6 +126,7 @@ function plotParams() {
   p.set("x", $("p-x").value || "rounds");
   if ($("p-y").value) p.set("y", $("p-y").value);
   if ($("p-best").checked) p.set("best", "1");
+  p.set("band", $("p-band").value);
   return p;
 }
 
@@ -128,8 +164,157 @@ async function loadPlot() {
   };
   await Plotly.react($("plot"), traces, layout, {displaylogo: false, responsive: true});
   $("plot-note").textContent = data.curves.length + " curves from " + data.runs + " runs; y = " + data.y +
-    "; mean over seeds with the min-max band; at most 1000 points per curve are drawn (exports hold them all)";
+    "; mean over seeds with the " + (data.band === "se" ? "mean ± standard error" : "min-max") + " band" +
+    (data.group ? "; one hue per " + data.group : "") + "; at most 1000 points per curve are drawn (exports hold them all)";
   document.body.dataset.curves = String(data.curves.length);
+}
+
+async function loadSweep() {
+  const param = $("s-param").value;
+  const body = $("sweep-best").tBodies[0];
+  if (!param) {
+    await Plotly.react($("sweep-plot"), [], {margin: {l: 70, r: 20, t: 20, b: 50}}, {displaylogo: false});
+    body.replaceChildren();
+    $("sweep-note").textContent = "no config field varies among the selected runs";
+    document.body.dataset.sweep = "0";
+    return;
+  }
+  const p = filterParams();
+  p.set("param", param);
+  p.set("stat", $("s-stat").value);
+  p.set("band", $("p-band").value);
+  if ($("p-y").value) p.set("y", $("p-y").value);
+  const data = await getJSON("/api/sweep?" + p);
+  const families = [...new Set(data.lines.map((l) => l.family))];
+  const traces = [];
+  const rows = document.createDocumentFragment();
+  data.lines.forEach((line, i) => {
+    const colour = PALETTE[families.indexOf(line.family) % PALETTE.length];
+    const pts = line.points;
+    const hasBand = pts.some((q) => q.lo !== null);
+    traces.push({x: pts.map((q) => q.x), y: pts.map((q) => q.mean), mode: "lines+markers", name: line.label,
+                 legendgroup: line.label, meta: "sweep", line: {color: colour, dash: DASHES[i % DASHES.length]},
+                 text: pts.map((q) => q.seeds + " seeds" + (q.diverged ? ", " + q.diverged + " diverged" : "")),
+                 error_y: hasBand ? {type: "data", symmetric: false, color: colour,
+                   array: pts.map((q) => q.hi === null ? null : q.hi - q.mean),
+                   arrayminus: pts.map((q) => q.lo === null ? null : q.mean - q.lo)} : undefined});
+    if (line.best) {
+      traces.push({x: [line.best.x], y: [line.best.mean], mode: "markers", name: line.label + " best",
+                   legendgroup: line.label, showlegend: false, meta: "best", hoverinfo: "x+y+name",
+                   marker: {symbol: "star", size: 14, color: colour, line: {color: "#000", width: 1}}});
+    }
+    const tr = document.createElement("tr");
+    const b = line.best;
+    for (const v of [line.label, b ? fmt(b.x) : "-", b ? fmt(b.mean, 3) : "all diverged",
+                     b && b.lo !== null ? fmt(b.lo, 3) + " .. " + fmt(b.hi, 3) : "-", b ? b.seeds : "-",
+                     pts.filter((q) => q.diverged).map((q) => fmt(q.x) + " (" + q.diverged + " of " + q.seeds + ")")
+                       .join(", ") || "-"]) {
+      const td = document.createElement("td");
+      td.textContent = String(v);
+      tr.appendChild(td);
+    }
+    rows.appendChild(tr);
+  });
+  body.replaceChildren(rows);
+  const layout = {
+    margin: {l: 70, r: 20, t: 20, b: 50},
+    xaxis: {title: {text: data.param}, type: data.categorical ? "category" : ($("s-logx").checked ? "log" : "linear")},
+    yaxis: {title: {text: data.stat + " " + data.ylabel}, type: $("s-logy").checked ? "log" : "linear",
+            exponentformat: "e"},
+    legend: {font: {size: 10}}, showlegend: true,
+  };
+  await Plotly.react($("sweep-plot"), traces, layout, {displaylogo: false, responsive: true});
+  $("sweep-note").textContent = data.lines.length + " lines from " + data.runs + " runs; y = " + data.stat + " " +
+    data.y + " per run, mean over seeds with the " + (data.band === "se" ? "mean ± standard error" : "min-max") +
+    " band; a star marks each line's best (least) mean" +
+    (data.skipped ? "; " + data.skipped + " runs without " + data.param + " left out" : "");
+  document.body.dataset.sweep = String(data.lines.length);
+}
+
+async function loadRecipes() {
+  const data = await getJSON("/api/recipes");
+  const rows = document.createDocumentFragment();
+  for (const r of data.recipes) {
+    const tr = document.createElement("tr");
+    const cells = [r.id, r.verdict, r.claim || "", null, (r.fast ? "fast" : "full") +
+                   (r.seconds !== undefined ? ", " + r.seconds.toFixed(1) + " s" : "") + (r.finished ? ", " + r.finished : "")];
+    cells.forEach((v, i) => {
+      const td = document.createElement("td");
+      if (i === 3) {
+        const pre = document.createElement("pre");
+        pre.textContent = r.measured || "";
+        td.appendChild(pre);
+      } else {
+        td.textContent = String(v);
+      }
+      if (i === 1) td.className = "verdict-" + String(r.verdict).replace(/ /g, "-");
+      tr.appendChild(td);
+    });
+    const figs = document.createElement("td");
+    for (const f of r.figures) {
+      const a = document.createElement("a");
+      a.href = f.url;
+      if (/\.(png|svg)$/i.test(f.name)) {
+        const img = document.createElement("img");
+        img.src = f.url;
+        img.alt = f.name;
+        a.appendChild(img);
+      } else {
+        a.textContent = f.name;
+      }
+      figs.appendChild(a);
+    }
+    tr.appendChild(figs);
+    rows.appendChild(tr);
+  }
+  $("recipes").tBodies[0].replaceChildren(rows);
+  const counts = Object.entries(data.verdicts).map(([k, v]) => v + " " + k).join(", ");
+  $("recipe-count").textContent = "(" + data.recipes.length + ")";
+  $("recipes-note").textContent = data.recipes.length ? "from " + data.folder + ": " + counts :
+    "no recipe outcomes in " + data.folder + ": `optsim reproduce ID` writes them (or pass --reproduce DIR)";
+  document.body.dataset.recipes = String(data.recipes.length);
+}
+
+// launching a run or sweep: the server starts `python -m optsim run|sweep CONFIG`; the page polls its state
+let launchTimer = null;
+
+async function postJSON(url, body) {
+  const response = await fetch(url, {method: "POST", body: JSON.stringify(body),
+    headers: {"Content-Type": "application/json", "X-Optsim-Dashboard": "1"}});
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+function showLaunch(s) {
+  const running = s.state === "running";
+  $("l-start").disabled = running || s.state === "off";
+  $("l-stop").disabled = !running;
+  $("l-state").textContent = s.state === "none" ? "nothing launched yet" : s.state === "off" ?
+    "launching is off (the dashboard listens beyond this machine, or runs with --no-launch)" :
+    "launch " + s.id + ": " + s.command + ": " + s.state + (s.returncode !== null ? " (exit " + s.returncode + ")" : "") +
+    ", " + s.seconds + " s" + (s.stopped ? "; " + s.stopped : "");
+  $("l-output").hidden = !s.output;
+  $("l-output").textContent = s.output || "";
+  document.body.dataset.launch = s.state;
+}
+
+async function pollLaunch() {
+  const s = await getJSON("/api/launch");
+  showLaunch(s);
+  if (s.state === "running") {
+    launchTimer = setTimeout(() => pollLaunch().catch((e) => showError(e.message)), 1000);
+  } else if (launchTimer !== null) {
+    launchTimer = null;
+    await refresh();  // the launch ended: its runs are in the store
+  }
+}
+
+async function startLaunch() {
+  showError("");
+  const s = await postJSON("/api/launch", {path: $("l-path").value, kind: $("l-kind").value});
+  showLaunch(s);
+  launchTimer = setTimeout(() => pollLaunch().catch((e) => showError(e.message)), 500);
 }
 
 async function showRun(id) {
@@ -172,22 +357,38 @@ async function drawRunTrace() {
 async function refresh() {
   showError("");
   document.body.dataset.ready = "0";
+  const errors = [];
   try {
     await loadRuns();
-    await loadPlot();
+    for (const view of [loadPlot, loadSweep]) await view().catch((e) => errors.push(e.message));
   } catch (e) {
-    showError(e.message);
+    errors.push(e.message);
   }
+  await loadRecipes().catch((e) => errors.push(e.message));
+  showError(errors.join("\n"));
   document.body.dataset.ready = "1";
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("apply").addEventListener("click", refresh);
-  for (const id of ["f-experiment", "f-method", "f-status"]) $(id).addEventListener("change", refresh);
+  for (const id of ["f-experiment", "f-method", "f-status", "f-group"]) $(id).addEventListener("change", refresh);
   $("f-where").addEventListener("keydown", (e) => { if (e.key === "Enter") refresh(); });
-  for (const id of ["p-x", "p-y", "p-best", "p-logx", "p-logy"]) {
+  for (const id of ["p-x", "p-y", "p-best", "p-logx", "p-logy", "p-band"]) {
     $(id).addEventListener("change", () => loadPlot().catch((e) => showError(e.message)));
   }
+  for (const id of ["p-y", "p-band", "s-param", "s-stat", "s-logx", "s-logy"]) {
+    $(id).addEventListener("change", () => loadSweep().catch((e) => showError(e.message)));
+  }
+  $("l-start").addEventListener("click", () => startLaunch().catch((e) => showError(e.message)));
+  $("l-stop").addEventListener("click", () => postJSON("/api/launch/stop", {}).then(showLaunch)
+    .catch((e) => showError(e.message)));
+  $("l-path").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") startLaunch().catch((err) => showError(err.message));
+  });
+  getJSON("/api/launch").then((s) => {
+    showLaunch(s);
+    if (s.state === "running") { launchTimer = setTimeout(() => pollLaunch().catch((e) => showError(e.message)), 1000); }
+  }).catch((e) => showError(e.message));
   $("run-close").addEventListener("click", () => { $("run-view").hidden = true; location.hash = ""; });
   for (const id of ["run-y", "run-x"]) {
     $(id).addEventListener("change", () => { $(id).dataset.touched = "1"; drawRunTrace().catch((e) => showError(e.message)); });
