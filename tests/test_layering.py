@@ -9,6 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "optsim"
 
 #: top-level modules and packages of optsim, from the top layer down (docs/architecture.md)
 LAYERS = [
+    {"__main__"},
     {"cli"},
     {"reproduce", "dashboard"},
     {"distributed"},
@@ -21,6 +22,7 @@ LAYERS = [
     {"problems", "targets"},
     {"data"},
     {"meter", "rng", "state", "trace", "specs", "bounds"},
+    {"manifolds"},
 ]
 
 

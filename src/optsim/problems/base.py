@@ -417,6 +417,16 @@ class Problem:
     #: named blocks of x (neural models: weight matrices, biases); None: one vector
     layout = None
 
+    #: the Riemannian manifold x lives on (:mod:`optsim.manifolds`; oracles then return Riemannian
+    #: gradients, tangent at x); None: R^d
+    manifold = None
+
+    #: the curvature constant zeta of Zhang & Sra (2016) on the problem's domain (1 in R^d)
+    zeta = 1.0
+
+    #: the random sketch law of a sketched objective (``problems/sketched.py``: MAST's f_D); None: f itself
+    sketch = None
+
     def initial_point(self) -> torch.Tensor | None:
         """The problem's own initial point (e.g. a network's initialization); None: start at 0."""
         return None
