@@ -327,6 +327,7 @@ CASES = {
     "microadam": (False, dict(lr=0.02, density=0.3, quant_block=16), "std"),
     "rpt": (False, dict(lr=0.1), "std"),
     "rcd": (False, dict(lr=0.05), "std"),
+    "mast": (False, dict(lr=0.1, keep_prob=0.8), "std"),
 }
 
 
@@ -398,7 +399,7 @@ def test_state_dict_round_trip_gives_identical_iterates(name):
 
 
 def test_registry_holds_optimizer_classes():
-    assert len(oo.OPTIMIZERS) == 20
+    assert len(oo.OPTIMIZERS) >= 21
     for cls in oo.OPTIMIZERS.values():
         assert issubclass(cls, torch.optim.Optimizer)
         assert "arXiv" in cls.__doc__, f"{cls.__name__} must cite its paper"

@@ -13,6 +13,7 @@ exact update could not be confirmed the docstring says so.
 * ``adaptive``: ``StoPS``, ``StoP``, ``GraDS``, ``GraD``.
 * ``microadam``: ``MicroAdam`` (Top-K window + 4-bit error feedback; ``optimizer_state_bytes``).
 * ``progressive``: ``RPT`` (randomized progressive training), ``RCD`` (block coordinate descent).
+* ``mast``: ``MAST`` (Double Sketched SGD: masks on the weights in the forward/backward pass).
 * ``lora``: ``LoRA``, ``AsymmetricLoRA``, ``ChainOfLoRA``, ``RACLoRA`` (adapters on 2-D weights; the
   projection view of a RAC-LoRA link).
 
@@ -53,6 +54,7 @@ from .local_lmo import (
     project_simplex,
 )
 from .lora import AsymmetricLoRA, ChainOfLoRA, LoRA, LoRAChain, RACLoRA
+from .mast import MAST
 from .microadam import MicroAdam, dequantize_4bit, quantize_4bit
 from .muon import DistanceAdaptiveMuon, DistanceFreeMuon, Muon, ScaleCalibratedMuon
 from .progressive import RCD, RPT
@@ -79,6 +81,7 @@ OPTIMIZERS: dict[str, type] = {
     "asymmetric_lora": AsymmetricLoRA,
     "chain_of_lora": ChainOfLoRA,
     "rac_lora": RACLoRA,
+    "mast": MAST,
 }
 
 #: name -> the paper of its update rule (shown by ``optsim list optimizers``; each class's docstring
@@ -104,6 +107,7 @@ PAPERS: dict[str, str] = {
     "asymmetric_lora": "Zhu et al. 2024, arXiv:2402.16842",
     "chain_of_lora": "Xia et al. 2024, arXiv:2401.04151",
     "rac_lora": "Malinovsky et al. 2024, arXiv:2410.08305, Alg. 1",
+    "mast": "Demidovich et al. 2023, arXiv:2311.16086, Alg. 1",
 }
 
 __all__ = [
@@ -111,7 +115,7 @@ __all__ = [
     "Muon", "DistanceAdaptiveMuon", "ScaleCalibratedMuon", "DistanceFreeMuon",
     "Scion", "Gluon", "GluonMVR", "LMOHessianCorrected",
     "LocalLMO", "StoPS", "StoP", "GraDS", "GraD", "MicroAdam", "quantize_4bit", "dequantize_4bit", "RPT", "RCD",
-    "LoRA", "AsymmetricLoRA", "ChainOfLoRA", "LoRAChain", "RACLoRA",
+    "LoRA", "AsymmetricLoRA", "ChainOfLoRA", "LoRAChain", "RACLoRA", "MAST",
     "newton_schulz", "ns_scalar_map", "MUON_NS_COEFFICIENTS", "CUBIC_NS_COEFFICIENTS",
     "apply_lmo", "lmo_l2", "lmo_sign", "lmo_l1", "lmo_spectral", "lmo_colnorm", "lmo_rownorm",
     "LMOS", "VECTOR_NORMS", "MATRIX_NORMS", "dual_norm", "primal_norm", "lmo_many", "norm_many", "apply_batched",

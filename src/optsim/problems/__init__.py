@@ -5,6 +5,7 @@ from .quadratic import Quadratic
 from .l0l1 import CoshProblem
 from .neural import Layout, NeuralProblem
 from .stochastic_quadratic import StochasticQuadratic
+from .sketched import DiagonalSketch, SketchedProblem
 
 #: Problem kinds by config name.
 PROBLEMS = {c.name: c for c in (LogisticRegression, NonconvexLogisticRegression, LeastSquares, Quadratic, NeuralProblem)}
@@ -15,4 +16,4 @@ PROBLEMS[LinearSystem.name] = LinearSystem  # consistent A x = b (config name li
 
 __all__ = ["Problem", "Reshuffler", "SOLVE_TOL", "cache_dir", "GLMProblem", "LeastSquares",
            "LogisticRegression", "NonconvexLogisticRegression", "Quadratic", "StochasticQuadratic", "PROBLEMS", "Layout",
-           "NeuralProblem", "LinearSystem"]
+           "NeuralProblem", "LinearSystem", "DiagonalSketch", "SketchedProblem"]
