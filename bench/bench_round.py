@@ -220,7 +220,7 @@ def recorded_oracles(problem, one_round, rounds: int):
     """A function replaying, per call, 1/``rounds`` of the uncounted oracle calls that ``rounds``
     rounds of ``one_round`` made (so that its time per call is the oracle work of one round)."""
     calls = []
-    kinds = ("_grads", "_sample_grads", "_hessians", "_losses")
+    kinds = ("_grads", "_sample_grads", "_weighted_sample_grads", "_hessians", "_losses")
     for kind in kinds:
         def record(*args, kind=kind):
             calls.append((kind, args))

@@ -10,12 +10,14 @@ import torch
 __all__ = ["clip_rows", "smoothed_normalize"]
 
 
-def clip_rows(V: torch.Tensor, C: float) -> torch.Tensor:
-    """min(1, C / ||v||) v for every row v of V (0 stays 0; C = inf: V unchanged)."""
+def clip_rows(V: torch.Tensor, C: float, inplace: bool = False) -> torch.Tensor:
+    """min(1, C / ||v||) v for every row v of V (0 stays 0; C = inf: V unchanged); ``inplace``: V is
+    scaled in place (no copy of a large batch)."""
     if math.isinf(C):
         return V
     norms = torch.linalg.vector_norm(V, dim=-1, keepdim=True)
-    return V * torch.clamp(C / norms.clamp_min(1e-300), max=1.0)
+    scale = torch.clamp(C / norms.clamp_min_(1e-300), max=1.0)
+    return V.mul_(scale) if inplace else V * scale
 
 
 def smoothed_normalize(V: torch.Tensor, alpha: float) -> torch.Tensor:

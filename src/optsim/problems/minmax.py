@@ -17,6 +17,10 @@ Stochastic operator: F_xi(z) = F(z) + sigma xi, xi of i.i.d. coordinates of a
 their tail index), as in the VI part of Sadiev et al. (2023), "High-probability bounds for stochastic
 optimization and variational inequalities: the case of unbounded variance". Operators act on rows of
 (R, D) batches: R independent runs at once.
+
+Split over n clients (:meth:`QuadraticMinMax.client_operator`): F_i(z) = F(z) + e_i with offsets
+e_i summing to zero, so F = (1/n) sum_i F_i keeps z*, while F_i(z*) = e_i != 0 (heterogeneous clients,
+the setting of the distributed VI methods of Gorbunov et al. 2023/24, arXiv 2310.01860).
 """
 from __future__ import annotations
 
@@ -81,6 +85,28 @@ class QuadraticMinMax:
         if self.noise > 0:
             F = F + self.noise * self.noise_law.sample(F.shape, generator).to(F)
         return F
+
+    def client_offsets(self, n: int, spread: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """(n, D) offsets e_i with sum_i e_i = 0 and sqrt(mean_i ||e_i||^2) = ``spread`` (seeded)."""
+        if n < 1 or spread < 0:
+            raise ValueError(f"client_offsets: needs n >= 1 and spread >= 0, got n={n}, spread={spread}")
+        E = torch.randn(n, self.D, generator=seeded(seed, "partition"), dtype=torch.float64)
+        E = E - E.mean(0)
+        rms = float(E.pow(2).sum(1).mean().sqrt())
+        return E * (spread / rms) if rms > 0 else E
+
+    def client_operator(self, E: torch.Tensor):
+        """The clients' stochastic operators: op(Z (R, D), generator) -> (R, n, D), row [r, i] =
+        F(z_r) + e_i + sigma xi (an independent noise draw per run and client)."""
+        E = E.to(torch.float64)
+
+        def op(Z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            F = (self.operator(Z).unsqueeze(-2) + E).to(Z)
+            if self.noise > 0:
+                F = F + self.noise * self.noise_law.sample(F.shape, generator).to(F)
+            return F
+
+        return op
 
     # ---- constants ----------------------------------------------------------------------------------
     @property

@@ -54,7 +54,9 @@ def independent_sampling(p: torch.Tensor, m: torch.Tensor, weighting: str, gener
     mask = torch.rand(n, M, generator=generator, dtype=torch.float64) < p
     counts = mask.sum(1)
     b = max(int(counts.max()), 1)
-    idx = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :b]  # drawn samples first
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major: each client's drawn samples in increasing order
+    idx = torch.zeros(n, b, dtype=torch.long)  # padding: sample 0, weight 0
+    idx[rows, mask.cumsum(1)[rows, cols] - 1] = cols  # drawn samples first, without a sort
     real = torch.arange(b)[None, :] < counts[:, None]
     if weighting == "unbiased":
         w = 1.0 / (m.to(torch.float64)[:, None] * p.gather(1, idx).clamp_min(1e-300))

@@ -1,5 +1,7 @@
 """Clipped stochastic methods for heavy-tailed noise (S5): ``clipped_sgd``, ``clipped_sstm`` (:mod:`.clipped`);
-clipped-SEG and clipped-SGDA step functions for variational inequalities (:mod:`.vi`)."""
+clipped-SEG and clipped-SGDA step functions for variational inequalities (:mod:`.vi`). Composite and
+distributed problems (S6): ``prox_clipped_sgd`` (naive) and ``prox_clipped_sgd_shift`` (clipping of
+gradient differences with learned shifts, :mod:`.shifted`), and the shifted VI steps (:mod:`.vi`)."""
 from .clipped import (
     ClippedSGD,
     ClippedSSTM,
@@ -10,17 +12,31 @@ from .clipped import (
     sstm_point,
     sstm_update,
 )
-from .vi import clipped_seg_step, clipped_sgda_step, run_vi
+from .shifted import ProxClippedSGD, ProxClippedSGDShift, shifted_clip_step
+from .vi import (
+    clipped_seg_step,
+    clipped_sgda_step,
+    run_vi,
+    run_vi_shifted,
+    shifted_seg_step,
+    shifted_sgda_step,
+)
 
 __all__ = [
     "ClippedSGD",
     "ClippedSSTM",
+    "ProxClippedSGD",
+    "ProxClippedSGDShift",
     "clip_rows",
     "clipped_seg_step",
     "clipped_sgd_parameters",
     "clipped_sgd_step",
     "clipped_sgda_step",
     "run_vi",
+    "run_vi_shifted",
+    "shifted_clip_step",
+    "shifted_seg_step",
+    "shifted_sgda_step",
     "sstm_coefficient",
     "sstm_point",
     "sstm_update",

@@ -1,0 +1,97 @@
+"""Cost of a round of the S7 methods (``l0l1_gd``, ``polyak_gd``, ``adgd``) and of the S9 method
+(``biased_sgd``) relative to their own oracle calls.
+
+Input: a synthetic a9a-sized logistic regression (``bench_round.a9a_like``: ``--clients`` clients x
+``--samples`` samples x 123 features, float64). Each method is built by the library (``build_method``, a
+channel and a meter) and its round is ``method.step()`` plus closing the meter's round. Its floor: the
+uncounted oracle calls its rounds made, recorded and replayed as they were made
+(``bench_round.recorded_oracles``): full local gradients (and, for Polyak, local losses) over all clients
+in one batched call; for BiasedSGD the weighted minibatch gradients of its independently drawn samples.
+Reference by hand: the (L0, L1)-GD round written directly in torch (same gradient call, checked to give
+the same iterates). Timed in turn within each repeat (all see the same load): median time and median over
+repeats of time / floor.
+
+Target (the issue's): a round within 1.5 x the cost of its own oracle calls.
+
+Run: ``python bench/bench_l0l1_biased.py`` (``--clients 4 --samples 30 --repeats 2`` for a smoke run).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+
+import torch
+from bench_round import a9a_like, recorded_oracles
+from timing import interleaved, median_ratio
+
+from optsim.channel import Channel
+from optsim.meter import Meter
+from optsim.methods import build_method
+
+SPECS = {"l0l1_gd": {"name": "l0l1_gd"}, "polyak_gd": {"name": "polyak_gd"}, "adgd": {"name": "adgd"},
+         "biased_sgd": {"name": "biased_sgd", "prob": 0.1}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=326)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per timed block")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    problem = a9a_like(n=args.clients, m=args.samples, dtype=torch.float64)
+    _ = problem.f_star  # solved (and cached) before timing: Polyak's step needs it
+    rounds = args.rounds
+    fns = {}
+    for label, spec in SPECS.items():
+        meter = Meter(problem.n)
+        method = build_method(spec, problem, Channel(meter, problem.d), seed=0)
+        problem.attach(meter)
+        method.init(torch.zeros(problem.d, dtype=torch.float64))
+
+        def one_round(method=method, meter=meter):
+            problem.attach(meter)
+            method.step()
+            meter.close_round()
+
+        if label == "l0l1_gd":  # the same round by hand: the same iterates
+            L0, L1 = method.L0_L1
+            eta, state = method.gamma, {"x": method.x.clone()}
+
+            def by_hand(state=state, L0=L0, L1=L1, eta=eta):
+                x = state["x"]
+                g = problem._grads(x.expand(problem.n, problem.d), None).mean(0)
+                state["x"] = x - eta / (L0 + L1 * float(g.norm())) * g
+
+            for _ in range(3):
+                by_hand()
+                one_round()
+            assert torch.allclose(state["x"], method.x, rtol=1e-12, atol=1e-14), "(L0, L1)-GD by hand differs"
+        floor = recorded_oracles(problem, one_round, rounds)
+        fns[f"{label} round"] = (lambda f=one_round: [f() for _ in range(rounds)])
+        fns[f"{label}: its oracle calls"] = (lambda f=floor: [f() for _ in range(rounds)])
+        if label == "l0l1_gd":
+            fns["l0l1_gd round by hand (torch)"] = (lambda f=by_hand: [f() for _ in range(rounds)])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; logistic regression "
+          f"{problem.n} clients x {args.samples} samples x {problem.d} features, float64, blocks of {rounds} rounds, "
+          f"{args.repeats} interleaved repeats (median)")
+    times = interleaved(fns, args.repeats, torch.device("cpu"))
+    width = max(len(k) for k in fns) + 2
+    print(f"\n{'what':{width}s}{'ms/round':>10s}{'x its floor':>13s}")
+    ratios = {}
+    for name, ts in times.items():
+        floor = f"{name.split()[0].rstrip(':')}: its oracle calls"
+        ratios[name] = median_ratio(ts, times[floor])
+        print(f"{name:{width}s}{statistics.median(ts) * 1e3 / rounds:10.3f}{ratios[name]:13.2f}")
+    worst = max(ratios[f"{m} round"] for m in SPECS)
+    print("\ntarget: a round <= 1.5 x its oracle calls: " + "  ".join(f"{m} {ratios[f'{m} round']:.2f} x" for m in SPECS)
+          + f"  {'met' if worst <= 1.5 else 'NOT met'}; (L0,L1)-GD by hand / floor = "
+          f"{ratios['l0l1_gd round by hand (torch)']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
