@@ -13,6 +13,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 SCRIPTS = {
     "bench_neural_round.py": (["--clients", "4", "--repeats", "2"], r"optsim, torch\.func\s+[\d.]+\s+[\d.]+"),
+    "bench_dashboard.py": (["--runs", "200", "--traces", "5", "--points", "500", "--repeats", "1", "--no-browser"],
+                           r"run list, server \(/api/runs, 205 runs\)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+"),
     "bench_certify.py": (["--inputs", "20", "--draws", "200"], r"certify \(CERTIFY, batched\)\s+[\d.]+\s+[\d,]+\s+[\d.]+"),
     "bench_round.py": (["--rounds", "1", "--dtype", "float32"], r"diana by hand \(numpy\)\s+[\d.]+\s+[\d.]+"),
     "bench_async.py": (["--arrivals", "2000"], r"tau_i = 1\s+[\d,]+"),
@@ -30,10 +32,20 @@ SCRIPTS = {
     "bench_svgd.py": (["--particles", "50", "--dim", "5", "--repeats", "2"], r"SVGD\.step\(\) \(score, median, update\)\s+[\d.]+\s+[\d.]+"),
     "bench_linear_systems.py": (["--rows", "200", "--dim", "20", "--iters", "2000", "--runs", "8", "--repeats", "1"],
                                 r"kaczmarz / floor [\d.]+   cd least squares / floor [\d.]+"),
+    "bench_sparse_systems.py": (["--rows", "2000", "--dim", "500", "--iters", "2000", "--runs", "8", "--repeats", "1"],
+                                r"sparse kaczmarz / floor [\d.]+   by hand / floor [\d.]+"),
     "bench_zeroth_order.py": (["--samples", "200", "--dim", "10", "--runs", "4", "--repeats", "2"],
                               r"target: a round <= 1\.5 x its oracle calls: MiSTP [\d.]+ x  STP [\d.]+ x"),
     "bench_heavy_tailed.py": (["--dim", "10", "--runs", "4", "--repeats", "2"],
-                              r"target: a round <= 1\.5 x its oracle calls: clipped-SGD [\d.]+ x  clipped-SSTM [\d.]+ x"),
+                              r"target: a round <= 1\.5 x its oracle calls: clipped-SGD [\d.]+ x  clipped-SSTM [\d.]+ x  "
+                              r"DProx-clipped-SGD-shift [\d.]+ x"),
+    "bench_l0l1_biased.py": (["--clients", "4", "--samples", "30", "--repeats", "2"],
+                             r"target: a round <= 1\.5 x its oracle calls: l0l1_gd [\d.]+ x  polyak_gd [\d.]+ x  "
+                             r"adgd [\d.]+ x  biased_sgd [\d.]+ x"),
+    "bench_mast.py": (["--clients", "4", "--samples", "50", "--dim", "10", "--repeats", "2"],
+                      r"target: a round <= 1\.5 x its oracle calls: DSGD [\d.]+ x  L-SVRDSG [\d.]+ x"),
+    "bench_riemannian.py": (["--clients", "2", "--samples", "100", "--dim", "10", "--spd-samples", "20", "--k", "3",
+                             "--repeats", "2"], r"target: a round <= 1\.5 x its oracle calls: R-LSVRG [\d.]+ x \(sphere\)"),
 }
 
 

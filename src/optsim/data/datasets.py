@@ -19,7 +19,7 @@ import numpy as np
 
 from ..rng import numpy_rng
 
-__all__ = ["Dataset", "load_dataset", "data_dir", "DATASETS", "LIBSVM_KNOWN"]
+__all__ = ["DATASETS", "LIBSVM_KNOWN", "Dataset", "data_dir", "load_dataset", "load_sparse"]
 
 #: LibSVM binary classification sets commonly used in the seed papers, with (samples, features).
 LIBSVM_KNOWN = {
@@ -111,3 +111,27 @@ def load_dataset(source: str, *, size: int = 1000, dim: int = 20, condition: flo
                                     f"'libsvm:NAME', 'sklearn:NAME' or 'synthetic:KIND'")
         X, y = _read_libsvm(path)
     return Dataset(X, y, source)
+
+
+def load_sparse(source: str):
+    """The features of a LibSVM source (``libsvm:NAME`` from :func:`data_dir`, or a path to a LibSVM
+    file) as a SciPy CSR matrix (float64, duplicates summed, explicit zeros dropped) without densifying,
+    and the targets (N,)."""
+    from sklearn.datasets import load_svmlight_file
+
+    if source.startswith("libsvm:"):
+        name = source.split(":", 1)[1]
+        path = data_dir() / name
+        n_features = LIBSVM_KNOWN.get(name, (None, None))[1]
+        if not path.exists():
+            raise FileNotFoundError(f"LibSVM dataset '{name}' not found: put the file at {path} "
+                                    f"(or set OPTSIM_DATA to the folder that holds it)")
+    else:
+        path, n_features = Path(source).expanduser(), None
+        if not path.exists():
+            raise FileNotFoundError(f"dataset file '{source}' not found; give an existing LibSVM file or 'libsvm:NAME'")
+    X, y = load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
+    X = X.tocsr()
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X, np.asarray(y, dtype=np.float64)

@@ -18,7 +18,13 @@ sketches; they are functional, batched solvers in :mod:`optsim.methods.linalg` t
 :meth:`LinearSystem.generate` builds seeded systems with a chosen spectrum: A = U diag(s) V^T with
 Haar-random orthonormal U, V and singular values s geometric between ``smin`` and ``smax`` (or given
 exactly); ``positive_definite=True`` gives a symmetric A = Q diag(s) Q^T whose eigenvalues are s.
-Sparse systems are not provided.
+:class:`SparseLinearSystem` holds a sparse A (SciPy CSR, never densified; e.g. the features of a LibSVM
+file) with b = A z for a seeded z and x* the least-norm solution (LSQR to high accuracy): the point
+randomized Kaczmarz converges to from x_0 = 0 when A is rank deficient.
+
+:class:`MatrixInversionTarget` is the matrix inversion problem A X = I for a symmetric positive definite
+A, with the exact inverse and the error of the randomized inversion methods (stochastic matrix
+inversion, S2) in the weighted Frobenius norm ||E||_F(A)^2 = Tr(A E A E^T) of quasi-Newton updates.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import torch
 from ..rng import generator
 from .base import Problem
 
-__all__ = ["LinearSystem"]
+__all__ = ["LinearSystem", "MatrixInversionTarget", "RidgeSystem", "SparseLinearSystem"]
 
 
 class LinearSystem(Problem):
@@ -173,6 +179,137 @@ class LinearSystem(Problem):
     @property
     def gradient_flops(self):
         return 4.0 * self.rows * self.d
+
+
+class MatrixInversionTarget:
+    """Inverting a symmetric positive definite A (d x d): the exact inverse ``inverse`` (float64, by
+    Cholesky) and batched metrics of iterates X (R, d, d) (or one (d, d) matrix).
+
+    ``error(X)`` = ||X - A^-1||_F(A)^2 = Tr(A E A E^T) = ||L^T E L||_F^2 (A = L L^T, E = X - A^-1): the
+    norm in which the BFGS update is the projection onto {X = X^T, A S-constraints} (Gower & Richtárik
+    2017, "Randomized quasi-Newton updates are linearly convergent matrix inversion algorithms");
+    ``column_error(X)`` = Tr(E^T A E) = sum_j ||E e_j||_A^2, the norm of the column-wise method (S1 with
+    B = A on each column of A X = I); ``residual(X)`` = ||A X - I||_F.
+    """
+
+    def __init__(self, A: torch.Tensor):
+        A = torch.as_tensor(A).to(torch.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] < 1:
+            raise ValueError(f"matrix inversion: A must be a square matrix, got shape {tuple(A.shape)}")
+        if not torch.allclose(A, A.T, rtol=0, atol=1e-12 * float(A.abs().max())):
+            raise ValueError("matrix inversion: A must be symmetric (use 0.5 (A + A^T) or A^T A)")
+        self.A = 0.5 * (A + A.T)
+        self.d = int(A.shape[0])
+        try:
+            self.chol = torch.linalg.cholesky(self.A)
+        except RuntimeError:
+            raise ValueError("matrix inversion: A must be positive definite") from None
+        inv = torch.cholesky_inverse(self.chol)
+        self.inverse = 0.5 * (inv + inv.T)
+
+    @classmethod
+    def generate(cls, d: int, smin: float = 0.1, smax: float = 1.0, *, eigenvalues=None,
+                 seed: int = 0) -> MatrixInversionTarget:
+        """A seeded A = Q diag(s) Q^T with eigenvalues s geometric in [smin, smax] (or given)."""
+        sys_ = LinearSystem.generate(d, d, smin, smax, singular_values=eigenvalues, positive_definite=True,
+                                     seed=seed)
+        return cls(sys_.A)
+
+    def scaled(self, X: torch.Tensor) -> torch.Tensor:
+        """L^T (X - A^-1) L, batched: the error in coordinates where ||.||_F(A) is the Frobenius norm."""
+        E = X.to(torch.float64) - self.inverse
+        return self.chol.T @ E @ self.chol
+
+    def error(self, X: torch.Tensor) -> torch.Tensor:
+        """||X - A^-1||_F(A)^2 = Tr(A E A E^T) per matrix of ``X`` (R, d, d) (or one (d, d) matrix)."""
+        return self.scaled(X).pow(2).sum((-2, -1))
+
+    def column_error(self, X: torch.Tensor) -> torch.Tensor:
+        """Tr(E^T A E) = sum_j ||E e_j||_A^2 per matrix of ``X``."""
+        E = X.to(torch.float64) - self.inverse
+        return (self.chol.T @ E).pow(2).sum((-2, -1))
+
+    def residual(self, X: torch.Tensor) -> torch.Tensor:
+        """||A X - I||_F per matrix of ``X``."""
+        return (self.A @ X.to(torch.float64) - torch.eye(self.d, dtype=torch.float64)).pow(2).sum((-2, -1)).sqrt()
+
+
+class SparseLinearSystem:
+    """A consistent sparse system A x = b (A: SciPy sparse, rows x d, kept in CSR and CSC) with x* the
+    least-norm solution, computed by ``scipy.sparse.linalg.lsqr`` from 0 (its iterates lie in the row
+    space of A, so it converges to the least-norm solution) to ||A x* - b|| <= ``tol`` ||b||, then
+    checked. Give ``b`` or ``z`` (b = A z); :meth:`from_libsvm` reads the data layer's sparse features.
+    Metrics are batched over iterates X (R, d) as for :class:`LinearSystem`."""
+
+    def __init__(self, A, b=None, *, z=None, tol: float = 1e-13):
+        import numpy as np
+        import scipy.sparse as sp
+
+        if not sp.issparse(A) or A.ndim != 2 or min(A.shape) < 1:
+            raise ValueError("sparse linear system: A must be a nonempty SciPy sparse matrix (use LinearSystem "
+                             "for dense A)")
+        A = sp.csr_matrix(A, dtype=np.float64)
+        A.sum_duplicates()
+        A.eliminate_zeros()
+        A.sort_indices()
+        self.A, self.At = A, A.T.tocsr()  # rows of A, and rows of A^T = columns of A
+        self.rows, self.d = A.shape
+        if (b is None) == (z is None):
+            raise ValueError("sparse linear system: give exactly one of b or z (b = A z)")
+        b = A @ np.asarray(z, dtype=np.float64) if b is None else np.asarray(b, dtype=np.float64).ravel()
+        if b.shape != (self.rows,):
+            raise ValueError(f"sparse linear system: b must have shape ({self.rows},), got {b.shape}")
+        self.b = b
+        x = self._least_norm(tol)
+        res, nb = float(np.linalg.norm(A @ x - b)), float(np.linalg.norm(b))
+        if res > max(1e-8 * nb, 1e-300):
+            raise ValueError(f"sparse linear system: inconsistent (||A x* - b|| = {res:.3g} for ||b|| = {nb:.3g}): "
+                             "give b = A z for some z")
+        self.x_true = torch.from_numpy(x)
+        self.b_t = torch.from_numpy(b)
+
+    def _least_norm(self, tol):
+        import numpy as np
+        from scipy.sparse.linalg import lsqr
+
+        x = np.zeros(self.d)
+        r = self.b.copy()
+        for _ in range(3):  # LSQR, restarted on the residual (the correction stays in the row space)
+            dx = lsqr(self.A, r, atol=tol, btol=tol, conlim=1e16, iter_lim=20 * (self.rows + self.d))[0]
+            x += dx
+            r = self.b - self.A @ x
+            if np.linalg.norm(r) <= tol * max(np.linalg.norm(self.b), 1e-300):
+                break
+        return x
+
+    @classmethod
+    def from_libsvm(cls, source: str, seed: int = 0, tol: float = 1e-13) -> SparseLinearSystem:
+        """The features of a LibSVM file (``libsvm:NAME`` or a path) as A, b = A z with z ~ N(0, I_d) seeded."""
+
+        from ..data.datasets import load_sparse
+        from ..rng import numpy_rng
+
+        A, _ = load_sparse(source)
+        z = numpy_rng(seed, "data").standard_normal(A.shape[1])
+        return cls(A, z=z, tol=tol)
+
+    def _matvec(self, X: torch.Tensor) -> torch.Tensor:
+        """A x for each row of X (R, d) -> (R, rows), by the sparse matrix (never densified)."""
+        X2 = X.to(torch.float64).reshape(-1, self.d).numpy()
+        return torch.from_numpy(self.A @ X2.T).T.reshape(*X.shape[:-1], self.rows)
+
+    def error(self, X: torch.Tensor, B="I") -> torch.Tensor:
+        """||x - x*||_B^2 for each row of X, B = "I" or "AtA" (||A (x - x*)||^2)."""
+        E = X.to(torch.float64) - self.x_true
+        if B == "I" or B is None:
+            return (E * E).sum(-1)
+        if B == "AtA":
+            return self._matvec(E).pow(2).sum(-1)
+        raise ValueError(f"sparse linear system: geometry must be 'I' or 'AtA', got {B!r}")
+
+    def residual(self, X: torch.Tensor) -> torch.Tensor:
+        """||A x - b|| for each row of X."""
+        return (self._matvec(X) - self.b_t).norm(dim=-1)
 
 
 class RidgeSystem:

@@ -12,7 +12,8 @@ from . import sampling  # noqa: F401  (P1, P2, P3, P4)
 from . import linear_systems  # noqa: F401  (S1, S2 in part, S3, S4)
 from . import certification  # noqa: F401  (B5)
 from . import privacy  # noqa: F401  (B4)
-from . import optimizers  # noqa: F401  (M5, M7, M9)
-from . import stochastic  # noqa: F401  (S5, S7, S8, S9)
+from . import optimizers  # noqa: F401  (M5, M7, M8, M9)
+from . import stochastic  # noqa: F401  (S5, S6, S7, S8, S9)
+from . import riemannian  # noqa: F401  (S10)
 
 __all__ = ["PAPER_IDS", "RECIPES", "Outcome", "Recipe", "recipe", "run_recipe", "status_table"]

@@ -19,7 +19,9 @@ for coordinate sketches with B = A and p_i = A_ii / Tr A our computation gives n
 as the notes derive. What is exact here: the iteration is linear in (x_k - x*, v_k - x*) with a random
 matrix independent of the past, so E[(x_k, v_k) - x*] = T^k (x_0 - x*, x_0 - x*) with T built from
 E[Z] (:meth:`expected_error`), checked against many batched runs in tests/test_linear_systems.py.
-Stochastic matrix inversion and accelerated BFGS (the rest of S2) are not implemented.
+Stochastic matrix inversion and its accelerated version are in :mod:`.matrix_inversion`, BFGS and
+accelerated BFGS inside a full-batch optimizer in :mod:`.bfgs`; they reuse :func:`mu_nu`,
+:func:`acceleration_coefficients` and :func:`accelerated_iteration_matrix`.
 """
 from __future__ import annotations
 
@@ -30,11 +32,30 @@ import torch
 from ._threads import threads_for
 from .sketch_project import Runs, SketchAndProject
 
-__all__ = ["AcceleratedSketchAndProject", "acceleration_parameters"]
+__all__ = ["AcceleratedSketchAndProject", "accelerated_iteration_matrix", "acceleration_coefficients",
+           "acceleration_parameters", "mu_nu", "scaled_projections"]
 
 
-def acceleration_parameters(sp: SketchAndProject) -> tuple[float, float]:
-    """(mu, nu) of a finite sketch (see the module docstring), in float64."""
+def mu_nu(ops: torch.Tensor, probs: torch.Tensor) -> tuple[float, float]:
+    """(mu, nu) of a finite distribution of symmetric positive semidefinite operators ``ops`` (r, D, D)
+    drawn with ``probs`` (r,), in float64: mu = lambda_min(E[P]) and nu the smallest constant with
+    E[P E[P]^-1 P] <= nu E[P] (see the module docstring). Vector systems pass P_i = L^-1 Z_i L^-T;
+    stochastic matrix inversion passes its projections on the space of symmetric matrices."""
+    EP = torch.einsum("r,rde->de", probs, ops)
+    w, V = torch.linalg.eigh(EP)
+    mu = float(w[0])
+    if mu <= 1e-14 * max(float(w[-1]), 1e-300):
+        raise ValueError("E[Z] is singular (mu = 0): acceleration needs a system of full column rank")
+    EPinv = (V / w) @ V.T
+    S = torch.einsum("r,rab,bc,rcd->ad", probs, ops, EPinv, ops)
+    isq = (V / w.sqrt()) @ V.T
+    nu = float(torch.linalg.eigvalsh(isq @ S @ isq)[-1])
+    return mu, nu
+
+
+def scaled_projections(sp: SketchAndProject) -> torch.Tensor:
+    """L^-1 Z_i L^-T (r, d, d) for every option of a finite sketch (B = L L^T), float64, symmetrized:
+    orthogonal projections, orthogonally similar to B^-1/2 Z_i B^-1/2."""
     sk = sp.sketch
     if not sk.finite:
         raise ValueError("mu and nu are computed exactly for finite sketches (IndexSketch or ColumnSketch) only")
@@ -43,17 +64,34 @@ def acceleration_parameters(sp: SketchAndProject) -> tuple[float, float]:
     Z = torch.einsum("rqd,rqs,rse->rde", P, torch.linalg.pinv(P @ D, hermitian=True), P)  # (r, d, d)
     Pl = torch.linalg.solve_triangular(L, Z, upper=False)
     Pl = torch.linalg.solve_triangular(L, Pl.transpose(1, 2), upper=False)  # L^-1 Z_i L^-T, symmetric
-    Pl = 0.5 * (Pl + Pl.transpose(1, 2))
-    EP = torch.einsum("r,rde->de", sk.probs, Pl)
-    w, V = torch.linalg.eigh(EP)
-    mu = float(w[0])
-    if mu <= 0:
-        raise ValueError("E[Z] is singular (mu = 0): acceleration needs a system of full column rank")
-    EPinv = (V / w) @ V.T
-    S = torch.einsum("r,rab,bc,rcd->ad", sk.probs, Pl, EPinv, Pl)
-    isq = (V / w.sqrt()) @ V.T
-    nu = float(torch.linalg.eigvalsh(isq @ S @ isq)[-1])
-    return mu, nu
+    return 0.5 * (Pl + Pl.transpose(1, 2))
+
+
+def acceleration_parameters(sp: SketchAndProject) -> tuple[float, float]:
+    """(mu, nu) of a finite sketch (see the module docstring), in float64."""
+    return mu_nu(scaled_projections(sp), sp.sketch.probs)
+
+
+def acceleration_coefficients(mu: float, nu: float) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) of the accelerated loop: beta = 1 - sqrt(mu / nu), gamma = sqrt(1 / (mu nu)),
+    alpha = 1 / (1 + gamma nu) (the authors' code, ``boot_BFGS_accel.jl``)."""
+    if not (mu > 0 and nu > 0):
+        raise ValueError(f"acceleration needs mu, nu > 0, got mu={mu}, nu={nu}")
+    beta = 1 - math.sqrt(mu / nu)
+    gamma = math.sqrt(1 / (mu * nu))
+    return 1 / (1 + gamma * nu), beta, gamma
+
+
+def accelerated_iteration_matrix(W: torch.Tensor, alpha: float, beta: float, gamma: float) -> torch.Tensor:
+    """T (2D, 2D) with E[(x_{k+1} - x*, v_{k+1} - x*)] = T E[(x_k - x*, v_k - x*)] when the plain method's
+    mean error map is e -> (I - W) e (W = B^-1 E[Z] for vectors; the mean projection for matrices)."""
+    D = W.shape[0]
+    I = torch.eye(D, dtype=W.dtype)
+    a, b, g = alpha, beta, gamma
+    Yx, Yv = (1 - a) * I, a * I  # y = (1 - a) x + a v
+    X_row = torch.cat([(I - W) @ Yx, (I - W) @ Yv], 1)
+    V_row = torch.cat([(1 - b) * Yx - g * W @ Yx, b * I + (1 - b) * Yv - g * W @ Yv], 1)
+    return torch.cat([X_row, V_row], 0)
 
 
 class AcceleratedSketchAndProject:
@@ -69,9 +107,7 @@ class AcceleratedSketchAndProject:
         if not (mu > 0 and nu > 0):
             raise ValueError(f"accelerated sketch-and-project needs mu, nu > 0, got mu={mu}, nu={nu}")
         self.mu, self.nu = float(mu), float(nu)
-        self.beta = 1 - math.sqrt(self.mu / self.nu)
-        self.gamma = math.sqrt(1 / (self.mu * self.nu))
-        self.alpha = 1 / (1 + self.gamma * self.nu)
+        self.alpha, self.beta, self.gamma = acceleration_coefficients(self.mu, self.nu)
 
     def rate(self) -> float:
         """1 - sqrt(mu / nu): the accelerated rate claimed by the paper (not confirmed)."""
@@ -79,14 +115,8 @@ class AcceleratedSketchAndProject:
 
     def expected_iteration_matrix(self) -> torch.Tensor:
         """T (2d, 2d) with E[(x_{k+1} - x*, v_{k+1} - x*)] = T E[(x_k - x*, v_k - x*)] (exact)."""
-        d = self.sp.d
-        I = torch.eye(d, dtype=torch.float64)
         W = torch.cholesky_solve(self.sp.expected_Z(), self.sp._chol)  # B^-1 E[Z]
-        a, b, g = self.alpha, self.beta, self.gamma
-        Yx, Yv = (1 - a) * I, a * I  # y = (1 - a) x + a v
-        X_row = torch.cat([(I - W) @ Yx, (I - W) @ Yv], 1)
-        V_row = torch.cat([(1 - b) * Yx - g * W @ Yx, b * I + (1 - b) * Yv - g * W @ Yv], 1)
-        return torch.cat([X_row, V_row], 0)
+        return accelerated_iteration_matrix(W, self.alpha, self.beta, self.gamma)
 
     def expected_error(self, x0: torch.Tensor, steps) -> torch.Tensor:
         """Exact E[x_k - x*] for k in ``steps`` (increasing), (K, d), float64."""
