@@ -59,9 +59,9 @@ def test_without_clipping_the_shifted_method_is_diana_and_sgd():
     _, x_huge = _run(p, {**spec, "clip_level": 1e300}, 40, x0)
     assert torch.equal(x_shift, x_huge)
     # composite: without clipping both methods are prox-SGD (the shifted one up to rounding: h + (g - h))
-    l1 = {"regularizer": {"kind": "l1", "strength": 0.05}}
-    _, x_prox_shift = _run(p, {**spec, **l1}, 40, x0)
-    _, x_prox = _run(p, {"name": "prox_clipped_sgd", "stepsize": 0.7, **l1}, 40, x0)
+    pl1 = p.with_nonsmooth({"kind": "l1", "strength": 0.05})
+    _, x_prox_shift = _run(pl1, spec, 40, x0)
+    _, x_prox = _run(pl1, {"name": "prox_clipped_sgd", "stepsize": 0.7}, 40, x0)
     assert torch.allclose(x_prox_shift, x_prox, rtol=0, atol=1e-13) and (x_prox == 0).any()
     noisy = Quadratic.generate(5, 4, L=1.0, mu=0.1, heterogeneity=0.4, noise=0.5, seed=1)
     tr_s, x_s = _run(noisy, {**spec, "clip_level": 1e300}, 40, x0, seed=3)
@@ -81,8 +81,7 @@ def test_zero_shift_stepsize_is_the_naive_method_and_batched_step_equals_method(
     assert torch.equal(x_naive, x_nu0)
     # the batched step, two runs at once, equals the registered method (exact gradients)
     reg = Regularizer("l1", strength=0.05)
-    _, x_m = _run(p, {"name": "prox_clipped_sgd_shift", **base, "shift_stepsize": 0.5,
-                      "regularizer": {"kind": "l1", "strength": 0.05}}, 30, x0)
+    _, x_m = _run(p.with_nonsmooth(reg), {"name": "prox_clipped_sgd_shift", **base, "shift_stepsize": 0.5}, 30, x0)
     X = x0.double().expand(2, 3).clone()
     H, h = torch.zeros(2, 4, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
     for _ in range(30):
@@ -98,14 +97,17 @@ def test_composite_naive_fixed_point_is_off_shifted_is_linear(reg, naive_off):
     one client's clipping only rescales its step, and projected GD's fixed points do not depend on the step,
     so the naive method reaches x* too (derived here). The shifted method's differences vanish, after which
     it is prox-GD, contracting by at least (1 - gamma mu) per step, to the float64 floor."""
-    p = StochasticQuadratic.generate(1, 6, L=1.0, mu=0.2, seed=3)
+    f = StochasticQuadratic.generate(1, 6, L=1.0, mu=0.2, seed=3)
     R = as_regularizer(reg)
-    xs = composite_solution(p, R)
+    xs = composite_solution(f, R)
+    p = f.with_nonsmooth(reg)  # the problem f + Psi: its x* is the composite solution
+    assert torch.allclose(p.x_star, xs, rtol=0, atol=1e-13) and p.fingerprint != f.fingerprint
+    assert p.f_star == pytest.approx(f.loss(xs) + float(R.value(xs)), abs=1e-14)
     gstar = float(p.full_grad(xs).norm())
     assert gstar > 0.1
     lam, gamma = 0.5 * gstar, 1.0 / p.L
     x0 = xs + 1.0
-    spec = {"stepsize": gamma, "clip_level": lam, "regularizer": reg}
+    spec = {"stepsize": gamma, "clip_level": lam}
     _, x_naive = _run(p, {"name": "prox_clipped_sgd", **spec}, 300, x0)
     _, x_naive2 = _run(p, {"name": "prox_clipped_sgd", **spec}, 301, x0)
     assert float((x_naive2 - x_naive).norm()) <= 1e-12  # at a fixed point
@@ -132,8 +134,8 @@ def test_regularizer_prox_and_errors():
         with pytest.raises(ValueError, match=msg):
             as_regularizer(bad)
     with pytest.raises(Exception, match="use one of"):
-        parse_config({"problem": {"name": "logreg"}, "stop": {"max_rounds": 2},
-                      "methods": [{"name": "prox_clipped_sgd_shift", "stepsize": 1, "regularizer": "lasso"}]})
+        parse_config({"problem": {"name": "logreg", "nonsmooth": "lasso"}, "stop": {"max_rounds": 2},
+                      "methods": [{"name": "prox_clipped_sgd_shift", "stepsize": 1}]})
     with pytest.raises(Exception, match="shift_stepsize"):
         parse_config({"problem": {"name": "logreg"}, "stop": {"max_rounds": 2},
                       "methods": [{"name": "prox_clipped_sgd_shift", "stepsize": 1, "shift_stepsize": 2}]})
@@ -179,3 +181,26 @@ def test_s6_recipe_fast(tmp_path):
         assert "sigma 0.1: shifted 99% < naive median / 10 at gamma = 0.01: True" in line
         assert "sigma 0.1: shifted 99% shrinks with gamma (< 1/3), naive median does not (> 1/3): True" in line
     assert outcome.figures and all(f.exists() for f in outcome.figures)
+
+
+def test_composite_problem_from_a_config_reports_f_plus_psi_and_refuses_smooth_methods():
+    """``problem.nonsmooth`` in a config: the trace's loss, f_gap and dist_sq are those of f + Psi (the
+    shifted method drives f_gap and dist_sq to the float64 floor, f - f* of the smooth part alone would
+    stay away from 0), and a method without a prox step is refused before the run."""
+    from optsim.experiment import build_problem
+
+    problem = {"name": "quadratic", "clients": 4, "dim": 5, "mu": 0.2, "heterogeneity": 0.3,
+               "nonsmooth": {"kind": "l1", "strength": 0.05}}
+    spec = {"name": "prox_clipped_sgd_shift", "stepsize": 1.0, "clip_level": 0.1}
+    cfg = parse_config({"problem": problem, "methods": [spec], "stop": {"max_rounds": 400}, "log_every": 50})
+    p = build_problem(cfg)
+    tr = run_method(p, spec, cfg, progress=False)
+    assert tr.rows["f_gap"][-1] <= 1e-12 and tr.rows["dist_sq"][-1] <= 1e-20 and tr.rows["f_gap"][0] > 1e-3
+    smooth = build_problem(parse_config({"problem": {**problem, "nonsmooth": None}, "methods": [spec]}))
+    assert float((p.x_star - smooth.x_star).norm()) > 1e-2  # f + Psi's minimizer, not f's
+    from optsim.experiment.runner import validate_methods
+
+    with pytest.raises(ValueError, match="nonsmooth term .* use a method with a prox step"):
+        validate_methods(parse_config({"problem": problem, "methods": [{"name": "gd"}]}), p)
+    failed = run_method(p, {"name": "gd"}, cfg, progress=False)
+    assert failed.status == "failed" and "use a method with a prox step" in failed.meta["message"]

@@ -315,3 +315,23 @@ def test_s10_recipe_fast(tmp_path):
         assert len(re.findall(rf"{name} stepsize [\d.]+, passes to 1e-9 median [\d.]+ ", outcome.measured)) == 2, name
     assert outcome.measured.count("R-SGD stepsize") == 2 and "passes to 1e-9 median inf" in outcome.measured
     assert outcome.figures and all(f.exists() for f in outcome.figures)
+
+
+def test_config_problems_run_riemannian_methods_and_refuse_euclidean_ones():
+    """``sphere_pca`` / ``karcher_spd`` in a config: a Riemannian method runs on them from the config
+    (R-LSVRG reaches the eigenvector's f* to 1e-12); a method moving in R^d is refused before the run."""
+    from optsim.experiment import build_problem, parse_config, run_method
+    from optsim.experiment.runner import validate_methods
+
+    spec = {"name": "r_lsvrg", "batch_size": 10}
+    cfg = parse_config({"problem": {"name": "sphere_pca", "clients": 2, "samples": 100, "dim": 8},
+                        "methods": [spec], "stop": {"max_rounds": 600}, "log_every": 200})
+    p = build_problem(cfg)
+    assert p.n == 2 and p.d == 8 and p.manifold.name == "sphere"
+    tr = run_method(p, spec, cfg, progress=False)
+    assert tr.rows["f_gap"][0] > 0.1 and abs(tr.rows["f_gap"][-1]) <= 1e-12
+    k = build_problem(parse_config({"problem": {"name": "karcher_spd", "clients": 2, "samples": 5, "k": 2},
+                                    "methods": [{"name": "r_sgd", "stepsize": 0.1}]}))
+    assert k.d == 4 and k.manifold.name == "spd"
+    with pytest.raises(ValueError, match="lives on the sphere manifold: use a Riemannian method"):
+        validate_methods(parse_config({"problem": {"name": "sphere_pca"}, "methods": [{"name": "gd"}]}), p)

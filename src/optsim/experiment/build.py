@@ -72,16 +72,36 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
 
         return LinearSystem.generate(pc.rows, pc.dim, pc.smin, pc.smax, positive_definite=pc.positive_definite,
                                      seed=seed, dtype=dtype, device=cfg.device)
+    if pc.name == "sphere_pca":
+        from ..problems.riemannian import SpherePCA
+
+        return SpherePCA.generate(pc.clients, pc.samples, pc.dim, gap=pc.gap, seed=seed, dtype=dtype, device=cfg.device)
+    if pc.name == "karcher_spd":
+        from ..problems.riemannian import KarcherSPD
+
+        return KarcherSPD.generate(pc.clients, pc.samples, pc.k, spread=pc.spread, commuting=pc.commuting, seed=seed,
+                                   dtype=dtype, device=cfg.device)
     if pc.name == "quadratic":
-        return _byzantine_data(Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
-                                                  noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device), cfg)
+        problem = Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
+                                     noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device)
+        return _structure(_byzantine_data(problem, cfg), pc)
     ds = load_dataset(pc.data, size=pc.size, dim=pc.dim, condition=pc.condition, noise=pc.noise, seed=seed)
     X, y = preprocess(ds.X, ds.y, pc)
     parts = partition(y, pc.clients, pc.partition.name, seed=seed, alpha=pc.partition.alpha,
                       power=pc.partition.power)
     cls = PROBLEMS[pc.name]
     problem = cls([X[p] for p in parts], [y[p] for p in parts], lam=pc.lam, dtype=dtype, device=cfg.device)
-    return _byzantine_data(problem, cfg)
+    return _structure(_byzantine_data(problem, cfg), pc)
+
+
+def _structure(problem: Problem, pc) -> Problem:
+    """The config's ``sketch`` (MAST's f_D of the problem) and ``nonsmooth`` term (f + Psi)."""
+    if pc.sketch is not None:
+        from ..problems.sketched import DiagonalSketch, SketchedProblem
+
+        sk = pc.sketch
+        problem = SketchedProblem(problem, DiagonalSketch(problem.d, sk["kind"], p=sk.get("p"), k=sk.get("k")))
+    return problem.with_nonsmooth(pc.nonsmooth)
 
 
 def _byzantine_data(problem: Problem, cfg: ExperimentConfig) -> Problem:

@@ -48,7 +48,35 @@ class PartitionConfig(Strict):
     power: NonNegativeFloat = 1.0
 
 
-class GLMConfig(Strict):
+class Structure(Strict):
+    """What a convex problem's objective may add to its f (GLM and quadratic problems)."""
+
+    #: a nonsmooth term Psi of f + Psi, applied by prox (methods with ``handles`` "nonsmooth"):
+    #: {kind: l1, strength: s} | {kind: box, radius: r} (:mod:`optsim.problems.regularizer`)
+    nonsmooth: dict[str, str | float] | str | None = None
+    #: optimize MAST's sketched objective f_D(x) = E f(S x) instead of f: {kind: bernoulli | dropout,
+    #: p: keep probability} | {kind: rand_k, k: K} (:class:`optsim.problems.sketched.SketchedProblem`)
+    sketch: dict[str, str | float | int] | None = None
+
+    @field_validator("nonsmooth")
+    @classmethod
+    def _known_nonsmooth(cls, v):
+        from ..problems.regularizer import as_regularizer
+
+        as_regularizer(v)  # a one-line error naming the fix
+        return v
+
+    @field_validator("sketch")
+    @classmethod
+    def _known_sketch(cls, v):
+        if v is not None:
+            extra = set(v) - {"kind", "p", "k"}
+            if extra or "kind" not in v:
+                raise ValueError(f"sketch: give 'kind' and 'p' (bernoulli, dropout) or 'k' (rand_k); got keys {sorted(v)}")
+        return v
+
+
+class GLMConfig(Structure):
     """A problem over a dataset split among clients."""
 
     name: Literal["logreg", "logreg_nonconvex", "least_squares"]
@@ -76,7 +104,7 @@ class GLMConfig(Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-class QuadraticConfig(Strict):
+class QuadraticConfig(Structure):
     """Seeded quadratic with exact L, mu (see :class:`optsim.problems.Quadratic`)."""
 
     name: Literal["quadratic"]
@@ -145,7 +173,39 @@ class NeuralConfig(Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
-ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, LinearSystemConfig, NeuralConfig],
+class SpherePCAConfig(Strict):
+    """The leading eigenvector on the unit sphere, samples split among clients
+    (:class:`optsim.problems.riemannian.SpherePCA`; Riemannian methods only)."""
+
+    name: Literal["sphere_pca"]
+    data_seed: int | None = None
+    clients: PositiveInt = 1
+    #: samples per client
+    samples: PositiveInt = 200
+    dim: int = Field(10, ge=2)
+    #: the population eigengap 1 - lambda_2 / lambda_1
+    gap: float = Field(0.3, gt=0, lt=1)
+
+
+class KarcherSPDConfig(Strict):
+    """The Karcher mean of SPD matrices split among clients (:class:`optsim.problems.riemannian.KarcherSPD`;
+    Riemannian methods only)."""
+
+    name: Literal["karcher_spd"]
+    data_seed: int | None = None
+    clients: PositiveInt = 1
+    #: matrices per client
+    samples: PositiveInt = 100
+    #: the matrices' size k (the model has k^2 entries)
+    k: PositiveInt = 3
+    #: spread of the matrices around their center
+    spread: PositiveFloat = 0.5
+    #: matrices with one common eigenbasis (the Karcher mean then has a closed form)
+    commuting: bool = False
+
+
+ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, LinearSystemConfig, NeuralConfig, SpherePCAConfig,
+                                KarcherSPDConfig],
                          Field(discriminator="name")]
 
 

@@ -66,6 +66,8 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
     Xs = X.unsqueeze(1).expand(X.shape[0], problem.n, problem.d)
     g = problem._grads_many(Xs).mean(1)
     loss = problem._losses_many(Xs).mean(1)
+    if problem.nonsmooth is not None:  # f + Psi, as problem.loss
+        loss = loss + problem.nonsmooth.value(X.to(loss.dtype))
     rows = [{"loss": f, "grad_norm_sq": gn} for f, gn in zip(loss.tolist(), g.pow(2).sum(-1).tolist())]
     if problem.f_star is not None:
         for row, dist in zip(rows, (X - problem.x_star).pow(2).sum(-1).tolist()):

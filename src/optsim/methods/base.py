@@ -120,6 +120,10 @@ class Method(Stateful):
     draws_coins: ClassVar[bool] = False
     #: the attributes carried between rounds (checkpoints and replica stacking use exactly these)
     state: ClassVar[tuple[str, ...]] = ("x",)
+    #: problem structures the method's update accounts for, beyond a smooth f on R^d: "nonsmooth" (it
+    #: applies prox of the problem's Psi), "manifold" (it moves by the problem's exponential map); a
+    #: problem with a structure its method does not handle is refused before the run
+    handles: ClassVar[tuple[str, ...]] = ()
 
     x: torch.Tensor
 
@@ -132,7 +136,18 @@ class Method(Stateful):
         self.down_compressor = ctx.down_compressor
         self.sampler = ctx.sampler
         self.aggregator = ctx.aggregator
+        self._check_structure()
         self.check()
+
+    def _check_structure(self) -> None:
+        p = self.problem
+        if p.nonsmooth is not None and "nonsmooth" not in self.handles:
+            raise ValueError(f"{self.name} minimizes a smooth f only, and {p.name} has a nonsmooth term "
+                             f"({p.nonsmooth!r}): use a method with a prox step (e.g. prox_clipped_sgd_shift)")
+        M = p.manifold
+        if M is not None and getattr(M, "name", "") != "euclidean" and "manifold" not in self.handles:
+            raise ValueError(f"{self.name} moves in R^d, and {p.name} lives on the {M.name} manifold: use a "
+                             f"Riemannian method (r_sgd, r_lsvrg, r_page, r_marina, r_svrg)")
 
     def check(self) -> None:
         """Refuse component combinations the paper's method is not defined for."""

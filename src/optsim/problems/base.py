@@ -207,8 +207,10 @@ class Problem:
         return x.to(self.dtype).reshape(1, self.d).expand(self.n, self.d)
 
     def loss(self, x: torch.Tensor) -> float:
-        """f(x) = (1/n) sum_i f_i(x) (not counted)."""
-        return float(self._losses(self._broadcast(x), None).mean())
+        """f(x) = (1/n) sum_i f_i(x), plus Psi(x) when the problem has a :attr:`nonsmooth` term (not
+        counted)."""
+        f = float(self._losses(self._broadcast(x), None).mean())
+        return f if self.nonsmooth is None else f + float(self.nonsmooth.value(x.to(self.dtype)))
 
     def full_grad(self, x: torch.Tensor) -> torch.Tensor:
         """grad f(x) (not counted)."""
@@ -258,6 +260,8 @@ class Problem:
                 h.update(np.ascontiguousarray(part).tobytes())
             else:
                 h.update(repr(part).encode())
+        if self.nonsmooth is not None:  # absent otherwise: smooth problems keep their fingerprints
+            h.update(repr(self.nonsmooth).encode())
         return h.hexdigest()[:32]
 
     @cached_property
@@ -273,7 +277,11 @@ class Problem:
                 pass  # unreadable cache entry: solve again and overwrite it
         exact = self if self.dtype == torch.float64 else self._float64_copy()
         x = exact.solve()
-        f = exact._loss64(x)
+        if self.nonsmooth is not None:
+            from .regularizer import composite_solution
+
+            x = composite_solution(exact, self.nonsmooth, x0=x)
+        f = exact._loss64(x) + (0.0 if self.nonsmooth is None else float(self.nonsmooth.value(x)))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, x=x.cpu().numpy(), f=np.float64(f))
@@ -423,6 +431,24 @@ class Problem:
 
     #: the curvature constant zeta of Zhang & Sra (2016) on the problem's domain (1 in R^d)
     zeta = 1.0
+
+    #: the nonsmooth term Psi of a composite objective f + Psi (:class:`optsim.problems.regularizer.Regularizer`,
+    #: set by :meth:`with_nonsmooth`): the oracles stay those of f, ``loss``, ``x_star`` and ``f_star`` are
+    #: those of f + Psi, and only methods that apply prox_Psi accept the problem; None: f alone
+    nonsmooth = None
+
+    def with_nonsmooth(self, psi) -> "Problem":
+        """This problem with the nonsmooth term ``psi`` (None, "l1" / "box" mappings, a Regularizer; see
+        :func:`optsim.problems.regularizer.as_regularizer`): min f(x) + Psi(x). Psi = 0 returns ``self``."""
+        from .regularizer import as_regularizer
+
+        reg = as_regularizer(psi)
+        if reg.trivial:
+            return self
+        p = copy.copy(self)
+        p.__dict__ = {k: v for k, v in self.__dict__.items() if k not in ("fingerprint", "_solution")}
+        p.nonsmooth = reg
+        return p
 
     #: the random sketch law of a sketched objective (``problems/sketched.py``: MAST's f_D); None: f itself
     sketch = None

@@ -42,7 +42,8 @@ class Regularizer:
         self.radius = None if radius is None else float(radius)
 
     def __repr__(self) -> str:
-        arg = {"none": "", "l1": f", strength={self.strength:g}", "box": f", radius={self.radius!r}"}[self.kind]
+        arg = (f", strength={self.strength!r}" if self.kind == "l1" else
+               f", radius={self.radius!r}" if self.kind == "box" else "")
         return f"Regularizer({self.kind!r}{arg})"
 
     @property
@@ -87,11 +88,15 @@ def as_regularizer(spec) -> Regularizer:
                      f"got {type(spec).__name__}")
 
 
-def composite_solution(problem, reg: Regularizer, tol: float = 1e-14, max_iter: int = 1_000_000) -> torch.Tensor:
-    """argmin f + Psi of a convex ``problem`` (float64), by proximal gradient steps 1/L from f's x* to
-    ||x - prox_{Psi/L}(x - grad f(x)/L)|| <= tol (module docstring)."""
+def composite_solution(problem, reg: Regularizer, tol: float = 1e-14, max_iter: int = 1_000_000,
+                       x0: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin f + Psi of a convex ``problem`` (float64; f = its smooth part), by proximal gradient steps
+    1/L from ``x0`` (default: f's minimizer) to ||x - prox_{Psi/L}(x - grad f(x)/L)|| <= tol (module
+    docstring). A problem with Psi (:meth:`Problem.with_nonsmooth`) has this point as its ``x_star``."""
     reg = as_regularizer(reg)
-    x = problem.x_star.to(torch.float64).clone()
+    if x0 is None:
+        x0 = problem.x_star if problem.nonsmooth is None else problem.solve()
+    x = x0.to(torch.float64).clone()
     if reg.trivial:
         return x
     step = 1.0 / problem.L

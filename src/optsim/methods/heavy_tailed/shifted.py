@@ -35,20 +35,21 @@ identity compressor and shift stepsize nu iterate for iterate; nu = 0 with h^0 =
 :func:`shifted_clip_step` is the same round on batched tensors ((R, d) models, (R, n, d) shifts): R
 independent runs as one computation (recipe S6, ``bench/bench_heavy_tailed.py``).
 
-Psi is the method's ``regularizer`` parameter (:mod:`optsim.problems.regularizer`); the runner's metrics
-are still those of the problem's f (loss, f - f*, ||x - x*||^2 with f's minimizer): the composite
-solution is :func:`optsim.problems.regularizer.composite_solution`.
+Psi is the problem's nonsmooth term (:meth:`optsim.problems.Problem.with_nonsmooth`, a config's
+``problem.nonsmooth``; :mod:`optsim.problems.regularizer`); the run's loss, f - f* and ||x - x*||^2 are
+then those of f + Psi (its minimizer by :func:`optsim.problems.regularizer.composite_solution`), while
+``grad_norm_sq`` stays ||grad f||^2 of the smooth part.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt
 
 from ...bounds import clip_rows
 from ...mechanisms import Shifts
-from ...problems.regularizer import Regularizer, as_regularizer
+from ...problems.regularizer import Regularizer
 from ..base import Method, MethodParams, register_method
 
 __all__ = ["ProxClippedSGD", "ProxClippedSGDShift", "shifted_clip_step"]
@@ -73,14 +74,6 @@ class ProxClippedSGDParams(MethodParams):
     clip_level: float | None = Field(None, gt=0)
     #: samples each client draws per round
     batch_size: PositiveInt = 1
-    #: Psi of the composite objective f + Psi: None, "l1" / "box" mappings (problems/regularizer.py)
-    regularizer: dict[str, str | float] | str | None = None
-
-    @field_validator("regularizer")
-    @classmethod
-    def _known_regularizer(cls, v):
-        as_regularizer(v)  # a one-line ValueError naming the fix
-        return v
 
 
 class ProxClippedSGDShiftParams(ProxClippedSGDParams):
@@ -104,8 +97,12 @@ class ProxClippedSGD(Method):
              "the naive Prox-clipped-SGD")
     Params = ProxClippedSGDParams
 
-    def check(self):
-        self.regularizer = as_regularizer(self.params.regularizer)
+    handles = ("nonsmooth",)
+
+    @property
+    def regularizer(self) -> Regularizer:
+        """The problem's Psi (Psi = 0 when it has none)."""
+        return self.problem.nonsmooth or Regularizer()
 
     @property
     def lam(self) -> float:

@@ -34,6 +34,8 @@ def default_loop_length(problem, batch_size: int) -> int:
 class OnManifold:
     """Mixin of the Riemannian methods: ``M``, the problem's manifold (derived, not state)."""
 
+    handles = ("manifold",)
+
     @cached_property
     def M(self) -> Manifold:
         return manifold_of(self.problem)
