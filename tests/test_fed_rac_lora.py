@@ -3,24 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _methods import make
 
-from optsim.channel import Channel
-from optsim.meter import Meter
-from optsim.methods import build_method
 from optsim.optim import RACLoRA
 from optsim.optim.lora import rac_lora_rate, rac_lora_step, sample_factor
 from optsim.problems import Quadratic
 from optsim.rng import generator
 
 F64 = torch.float64
-
-
-def make(problem, spec, seed=0, x0=None):
-    meter = Meter(problem.n)
-    problem.attach(meter)
-    m = build_method(spec, problem, Channel(meter, problem.d), seed)
-    m.init(torch.zeros(problem.d, dtype=F64) if x0 is None else x0.clone())
-    return m, meter
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,12 @@ import math
 
 import pytest
 import torch
+from _methods import make
 
-from optsim.channel import Channel
-from optsim.meter import Meter
-from optsim.methods import build_method
 from optsim.problems import Quadratic
 from optsim.rng import generator
 
 F64 = torch.float64
-
-
-def make(problem, spec, seed=0, x0=None):
-    meter = Meter(problem.n)
-    problem.attach(meter)
-    m = build_method(spec, problem, Channel(meter, problem.d), seed)
-    m.init(torch.zeros(problem.d, dtype=F64) if x0 is None else x0.clone())
-    return m, meter
 
 
 @pytest.fixture(scope="module")

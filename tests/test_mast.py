@@ -7,24 +7,14 @@ import math
 
 import pytest
 import torch
+from _methods import make
 
-from optsim.channel import Channel
-from optsim.meter import Meter
-from optsim.methods import build_method
 from optsim.optim import MAST as MASTOptimizer
 from optsim.problems import DiagonalSketch, LeastSquares, Quadratic, SketchedProblem
 from optsim.rng import generator
 
 F64 = torch.float64
 LAWS = [("bernoulli", {"p": 0.6}), ("dropout", {"p": 0.7}), ("rand_k", {"k": 2}), ("identity", {})]
-
-
-def make(problem, spec, seed=0, x0=None):
-    meter = Meter(problem.n)
-    problem.attach(meter)
-    m = build_method(spec, problem, Channel(meter, problem.d), seed)
-    m.init(torch.zeros(problem.d, dtype=F64) if x0 is None else x0.clone())
-    return m, meter
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+
+from .randomized import RandomizedOptimizer
 
 __all__ = ["AsymmetricLoRA", "ChainOfLoRA", "LoRA", "LoRAChain", "RACLoRA", "rac_lora_rate", "rac_lora_step",
            "sample_factor", "sketch_projector"]
@@ -117,7 +118,7 @@ def rac_lora_rate(mu: float, L: float, r: int, k: int) -> float:
     return 1.0 - mu * min(r, k) / (L * k)
 
 
-class LoRAChain(Optimizer):
+class LoRAChain(RandomizedOptimizer):
     r"""Low-rank adapters on every 2-D parameter, trained by gradient steps on the factors.
 
     The model keeps using its parameters ``W`` as they are: after each step the optimizer writes
@@ -261,24 +262,15 @@ class LoRAChain(Optimizer):
                      (st["B"].numel() if self.train in ("both", "B") else 0)
         return n
 
-    def state_dict(self):
-        sd = super().state_dict()
-        sd["state"] = {**sd["state"], "generator": self.generator.get_state(), "steps": self.steps}
-        return sd
+    def _extra_state(self):
+        return {"steps": self.steps}
 
-    def load_state_dict(self, state_dict) -> None:
-        state_dict = dict(state_dict)
-        st = dict(state_dict["state"])
-        gen, steps = st.pop("generator", None), st.pop("steps", 0)
-        state_dict["state"] = st
-        super().load_state_dict(state_dict)
+    def _load_extra_state(self, extra) -> None:
         for st_p in self.state.values():      # own copies: the factors are updated in place
             for k, v in st_p.items():
                 if torch.is_tensor(v):
                     st_p[k] = v.clone()
-        if gen is not None:
-            self.generator.set_state(gen)
-        self.steps = steps
+        self.steps = extra.get("steps", 0)
 
 
 class LoRA(LoRAChain):

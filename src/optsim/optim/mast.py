@@ -37,14 +37,14 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.optim import Optimizer
 
 from ..problems.sketched import SKETCH_KINDS, DiagonalSketch
+from .randomized import RandomizedOptimizer
 
 __all__ = ["MAST"]
 
 
-class MAST(Optimizer):
+class MAST(RandomizedOptimizer):
     r"""Double Sketched SGD (MAST, arXiv 2311.16086, Alg. 1) on sketched parameters (module docstring).
 
     Args:
@@ -133,17 +133,8 @@ class MAST(Optimizer):
         self._sparse = False
         return loss
 
-    def state_dict(self):
-        sd = super().state_dict()
-        sd["state"] = {**sd["state"], "generator": self.generator.get_state(), "sparse": self._sparse}
-        return sd
+    def _extra_state(self):
+        return {"sparse": self._sparse}
 
-    def load_state_dict(self, state_dict) -> None:
-        state_dict = dict(state_dict)
-        st = dict(state_dict["state"])
-        gen, sparse = st.pop("generator", None), st.pop("sparse", False)
-        state_dict["state"] = st
-        super().load_state_dict(state_dict)
-        if gen is not None:
-            self.generator.set_state(gen)
-        self._sparse = bool(sparse)
+    def _load_extra_state(self, extra) -> None:
+        self._sparse = bool(extra.get("sparse", False))

@@ -41,7 +41,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
+
+from .randomized import RandomizedOptimizer
 
 __all__ = ["RCD", "RPT", "prefix_inclusion", "rcd_scales", "rpt_scales", "rpt_sketch_second_moment", "sketch_stepsize"]
 
@@ -96,7 +97,7 @@ def _check_probs(probs, B: int, what: str) -> list[float]:
     return p
 
 
-class _BlockSketchGD(Optimizer):
+class _BlockSketchGD(RandomizedOptimizer):
     """Common part: blocks, a generator whose state is saved with the optimizer, draw / step."""
 
     def __init__(self, params, lr: float, generator: torch.Generator | None, seed: int):
@@ -151,20 +152,11 @@ class _BlockSketchGD(Optimizer):
                 p.add_(p.grad, alpha=-group["lr"] * cj)
         return loss
 
-    def state_dict(self):
-        sd = super().state_dict()
-        sd["state"] = {**sd["state"], "generator": self.generator.get_state(),
-                       "pending": None if self._pending is None else self._pending.clone()}
-        return sd
+    def _extra_state(self):
+        return {"pending": None if self._pending is None else self._pending.clone()}
 
-    def load_state_dict(self, state_dict) -> None:
-        state_dict = dict(state_dict)
-        st = dict(state_dict["state"])
-        gen, pending = st.pop("generator", None), st.pop("pending", None)
-        state_dict["state"] = st
-        super().load_state_dict(state_dict)
-        if gen is not None:
-            self.generator.set_state(gen)
+    def _load_extra_state(self, extra) -> None:
+        pending = extra.get("pending")
         self._pending = None if pending is None else pending.clone()
 
 
