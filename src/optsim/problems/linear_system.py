@@ -9,9 +9,12 @@ many runs as one tensor computation).
 As a :class:`~optsim.problems.base.Problem` the system is one client holding the least-squares
 objective f(x) = ||A x - b||^2 / 2 (f* = 0 at x*, since the system is consistent; L and mu are the
 extreme squared singular values of A), so gradient methods run on it through the runner like on
-any problem. The randomized iterative solvers of the system itself (sketch-and-project and its
-relatives) are not round-based methods of the runner: they read rows or columns of A rather than
-gradients, communicate nothing, and the theory checks need many independent runs with independent
+any problem. Its m = rows samples are the equations: f = (1/rows) sum_j f_j with
+f_j(x) = rows (a_j^T x - b_j)^2 / 2, grad f_j(x) = rows (a_j^T x - b_j) a_j and L_j = rows ||a_j||^2, so
+SGD-type methods run too (randomized Kaczmarz is SGD on these f_j with probabilities proportional to
+||a_j||^2 and stepsize 1 / L_j). ``extra_metrics`` adds ``residual_sq`` = ||A x - b||^2 to the trace.
+The randomized iterative solvers of the system itself (sketch-and-project and its relatives) are not
+round-based methods of the runner: they read rows or columns of A rather than gradients, communicate nothing, and the theory checks need many independent runs with independent
 sketches; they are functional, batched solvers in :mod:`optsim.methods.linalg` that take a
 ``LinearSystem``.
 
@@ -19,8 +22,10 @@ sketches; they are functional, batched solvers in :mod:`optsim.methods.linalg` t
 Haar-random orthonormal U, V and singular values s geometric between ``smin`` and ``smax`` (or given
 exactly); ``positive_definite=True`` gives a symmetric A = Q diag(s) Q^T whose eigenvalues are s.
 :class:`SparseLinearSystem` holds a sparse A (SciPy CSR, never densified; e.g. the features of a LibSVM
-file) with b = A z for a seeded z and x* the least-norm solution (LSQR to high accuracy): the point
-randomized Kaczmarz converges to from x_0 = 0 when A is rank deficient.
+file) with b = A z for a seeded z and x* the least-norm solution (LSQR to high accuracy, cached like every
+problem's solution): the point randomized Kaczmarz and every gradient method converge to from x_0 = 0
+when A is rank deficient. It is the same ``Problem`` as :class:`LinearSystem` (the same f, samples and
+constants), with sparse oracles.
 
 :class:`MatrixInversionTarget` is the matrix inversion problem A X = I for a symmetric positive definite
 A, with the exact inverse and the error of the randomized inversion methods (stochastic matrix
@@ -29,6 +34,7 @@ inversion, S2) in the weighted Frobenius norm ||E||_F(A)^2 = Tr(A E A E^T) of qu
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import torch
 
@@ -157,6 +163,37 @@ class LinearSystem(Problem):
     def _hessians(self, X, rows):
         return (self.A.T @ self.A).expand(X.shape[0], self.d, self.d).clone()
 
+    def _weighted_sample_grads(self, X, rows, idx, weights):
+        """sum_s weights[., s] grad f_{idx_s}(x), grad f_j(x) = rows (a_j^T x - b_j) a_j (the equations
+        idx (k, bs) gathered once, one batched product each way)."""
+        As = self.A[idx]  # (k, bs, d)
+        res = torch.bmm(As, X.unsqueeze(-1)).squeeze(-1) - self.b[idx]
+        return torch.bmm((self.rows * res * weights).unsqueeze(1), As).squeeze(1)
+
+    def _sample_grads(self, X, rows, idx):
+        return self._weighted_sample_grads(X, rows, idx, torch.full(idx.shape, 1.0 / idx.shape[1], dtype=X.dtype,
+                                                                     device=X.device))
+
+    @property
+    def L_samples(self) -> torch.Tensor:
+        """(1, rows) smoothness constants rows ||a_j||^2 of the equations' f_j (float64, CPU)."""
+        return (self.rows * self.A.to(torch.float64).pow(2).sum(1)).cpu()[None, :]
+
+    @property
+    def L_sample_max(self) -> float:
+        return float(self.L_samples.max())
+
+    def sample_gradient_variance(self, x: torch.Tensor) -> float:
+        """(1/rows) sum_j ||grad f_j(x) - grad f(x)||^2 = rows sum_j r_j^2 ||a_j||^2 - ||A^T r||^2, r = A x - b."""
+        A64 = self.A.to(torch.float64)
+        r = A64 @ x.to(A64) - self.b.to(torch.float64)
+        return float(self.rows * (r.pow(2) * A64.pow(2).sum(1)).sum() - (r @ A64).pow(2).sum())
+
+    def extra_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """``residual_sq`` = ||A x - b||^2 (the residual researchers plot besides dist_sq = ||x - x*||^2)."""
+        r = self.A.to(torch.float64) @ x.to(torch.float64) - self.b.to(torch.float64)
+        return {"residual_sq": float(r @ r)}
+
     def _singular_values(self) -> torch.Tensor:
         return torch.linalg.svdvals(self.A.to(torch.float64))
 
@@ -234,17 +271,43 @@ class MatrixInversionTarget:
         return (self.A @ X.to(torch.float64) - torch.eye(self.d, dtype=torch.float64)).pow(2).sum((-2, -1)).sqrt()
 
 
-class SparseLinearSystem:
-    """A consistent sparse system A x = b (A: SciPy sparse, rows x d, kept in CSR and CSC) with x* the
-    least-norm solution, computed by ``scipy.sparse.linalg.lsqr`` from 0 (its iterates lie in the row
-    space of A, so it converges to the least-norm solution) to ||A x* - b|| <= ``tol`` ||b||, then
-    checked. Give ``b`` or ``z`` (b = A z); :meth:`from_libsvm` reads the data layer's sparse features.
-    Metrics are batched over iterates X (R, d) as for :class:`LinearSystem`."""
+class SparseLinearSystem(Problem):
+    """A consistent sparse system A x = b (A: SciPy sparse, rows x d, kept in CSR and CSC, never densified) as
+    the same problem as :class:`LinearSystem`: one client with f(x) = ||A x - b||^2 / 2, its ``rows``
+    equations the samples f_j(x) = rows (a_j^T x - b_j)^2 / 2 (so that f is their mean), and
+    ``residual_sq`` = ||A x - b||^2 as an extra metric. Give ``b`` or ``z`` (b = A z);
+    :meth:`from_libsvm` reads the data layer's sparse features. Metrics are batched over iterates X (R, d)
+    as for :class:`LinearSystem`.
 
-    def __init__(self, A, b=None, *, z=None, tol: float = 1e-13):
+    x* (``x_true`` in float64, ``x_star`` in the problem's dtype) is the least-norm solution, computed by
+    ``scipy.sparse.linalg.lsqr`` from 0 (its iterates lie in the row space of A, so it converges to the
+    least-norm solution) to ||A x* - b|| <= ``tol`` ||b|| and cached on disk by a hash of (A, b, tol) like
+    every problem's solution; the system is checked consistent at construction. Gradients A^T (A x - b)
+    lie in the row space too, so every gradient method started at 0 (the runner's default) converges to
+    this x*.
+
+    Oracles are SciPy CSR products on float64 copies of the iterates (CPU only): gradients A^T (A X^T - b)
+    for all rows of X at once, per-equation gradients by gathering the sampled rows' entries from the CSR
+    arrays. Constants: L = sigma_max(A)^2 and mu = sigma_min^+(A)^2, the smallest *nonzero* squared singular
+    value (the strong convexity of f on the row space, where the iterates from 0 stay; the usual mu when A
+    has full column rank), both from the eigenvalues of the smaller Gram matrix (A^T A or A A^T, at most
+    ``DENSE_GRAM_MAX`` on a side, formed from the sparse product); beyond that L is computed by Lanczos
+    (``scipy.sparse.linalg.eigsh`` on x -> A^T A x) and mu is None. Eigenvalues of the Gram matrix below
+    1e-12 L count as zero (float64 resolves them to about 1e-16 L), so a sigma_min^+ under 1e-6 sigma_max
+    is not seen."""
+
+    name = "linear_system"
+
+    #: largest side of the Gram matrix whose eigenvalues are computed densely (L and mu exactly)
+    DENSE_GRAM_MAX = 2000
+
+    def __init__(self, A, b=None, *, z=None, tol: float = 1e-13, dtype=torch.float64, device="cpu"):
         import numpy as np
         import scipy.sparse as sp
 
+        super().__init__(dtype, device)
+        if self.device.type != "cpu":
+            raise ValueError("sparse linear system: the oracles are SciPy CSR products on the CPU: set device: cpu")
         if not sp.issparse(A) or A.ndim != 2 or min(A.shape) < 1:
             raise ValueError("sparse linear system: A must be a nonempty SciPy sparse matrix (use LinearSystem "
                              "for dense A)")
@@ -254,19 +317,38 @@ class SparseLinearSystem:
         A.sort_indices()
         self.A, self.At = A, A.T.tocsr()  # rows of A, and rows of A^T = columns of A
         self.rows, self.d = A.shape
+        self.n = 1
+        self.m = torch.tensor([self.rows], dtype=torch.long)
         if (b is None) == (z is None):
             raise ValueError("sparse linear system: give exactly one of b or z (b = A z)")
         b = A @ np.asarray(z, dtype=np.float64) if b is None else np.asarray(b, dtype=np.float64).ravel()
         if b.shape != (self.rows,):
             raise ValueError(f"sparse linear system: b must have shape ({self.rows},), got {b.shape}")
-        self.b = b
-        x = self._least_norm(tol)
+        self.b, self.tol = b, float(tol)
+        self.b_t = torch.from_numpy(b)
+        x = self._cached_x()
+        if x is None:
+            x = self._least_norm(self.tol)
         res, nb = float(np.linalg.norm(A @ x - b)), float(np.linalg.norm(b))
         if res > max(1e-8 * nb, 1e-300):
             raise ValueError(f"sparse linear system: inconsistent (||A x* - b|| = {res:.3g} for ||b|| = {nb:.3g}): "
                              "give b = A z for some z")
         self.x_true = torch.from_numpy(x)
-        self.b_t = torch.from_numpy(b)
+        self._solution  # noqa: B018  (writes the cache entry when it is missing; solve() returns x_true)
+
+    def _cached_x(self):
+        """The float64 x* of an earlier construction from the solution cache, else None."""
+        import numpy as np
+
+        from .base import cache_dir
+
+        path = cache_dir() / f"{self.fingerprint}.npz"
+        try:
+            with np.load(path) as f:
+                x = np.array(f["x"], dtype=np.float64)
+        except (OSError, KeyError, ValueError):
+            return None
+        return x if x.shape == (self.d,) else None
 
     def _least_norm(self, tol):
         import numpy as np
@@ -283,7 +365,8 @@ class SparseLinearSystem:
         return x
 
     @classmethod
-    def from_libsvm(cls, source: str, seed: int = 0, tol: float = 1e-13) -> SparseLinearSystem:
+    def from_libsvm(cls, source: str, seed: int = 0, tol: float = 1e-13, *, dtype=torch.float64,
+                    device="cpu") -> SparseLinearSystem:
         """The features of a LibSVM file (``libsvm:NAME`` or a path) as A, b = A z with z ~ N(0, I_d) seeded."""
 
         from ..data.datasets import load_sparse
@@ -291,7 +374,7 @@ class SparseLinearSystem:
 
         A, _ = load_sparse(source)
         z = numpy_rng(seed, "data").standard_normal(A.shape[1])
-        return cls(A, z=z, tol=tol)
+        return cls(A, z=z, tol=tol, dtype=dtype, device=device)
 
     def _matvec(self, X: torch.Tensor) -> torch.Tensor:
         """A x for each row of X (R, d) -> (R, rows), by the sparse matrix (never densified)."""
@@ -310,6 +393,132 @@ class SparseLinearSystem:
     def residual(self, X: torch.Tensor) -> torch.Tensor:
         """||A x - b|| for each row of X."""
         return (self._matvec(X) - self.b_t).norm(dim=-1)
+
+    # ---- the Problem interface: f(x) = ||A x - b||^2 / 2, one client, the equations as samples ----------
+    def _np(self, X: torch.Tensor):
+        return X.detach().to(torch.float64).reshape(-1, self.d).numpy()
+
+    def _out(self, a) -> torch.Tensor:
+        import numpy as np
+
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.dtype)
+
+    def _residuals(self, X: torch.Tensor):
+        """A x - b for each row of X (k, d): (rows, k), float64 NumPy."""
+        return self.A @ self._np(X).T - self.b[:, None]
+
+    def _grads(self, X, rows):
+        return self._out((self.At @ self._residuals(X)).T)
+
+    def _losses(self, X, rows):
+        return self._out(0.5 * (self._residuals(X) ** 2).sum(0))
+
+    def _grads_many(self, Xs):
+        return self._grads(Xs.reshape(-1, self.d), None).reshape(Xs.shape)
+
+    def _losses_many(self, Xs):
+        return self._losses(Xs.reshape(-1, self.d), None).reshape(Xs.shape[:-1])
+
+    def _weighted_sample_grads(self, X, rows, idx, weights):
+        """sum_s weights[i, s] rows (a_j^T x_i - b_j) a_j over the equations j = idx[i, s]: the sampled rows'
+        entries gathered from the CSR arrays as one flat array, the inner products one ``bincount``, the
+        scatter into (k, d) another."""
+        import numpy as np
+
+        Xn = self._np(X)
+        k, bs = idx.shape
+        flat = idx.reshape(-1).cpu().numpy()
+        owner = np.repeat(np.arange(k), bs)
+        ip, ix, dv = self.A.indptr, self.A.indices, self.A.data
+        starts, lens = ip[flat], ip[flat + 1] - ip[flat]
+        seg = np.repeat(np.arange(flat.size), lens)  # which sample each gathered entry belongs to
+        offs = np.cumsum(lens) - lens
+        pos = starts[seg] + np.arange(seg.size) - offs[seg]
+        cols, vals, who = ix[pos], dv[pos], owner[seg]
+        dots = np.bincount(seg, vals * Xn[who, cols], minlength=flat.size)
+        coef = self.rows * (dots - self.b[flat]) * weights.detach().to(torch.float64).reshape(-1).cpu().numpy()
+        G = np.bincount(who * self.d + cols, coef[seg] * vals, minlength=k * self.d)
+        return self._out(G.reshape(k, self.d))
+
+    def _sample_grads(self, X, rows, idx):
+        return self._weighted_sample_grads(X, rows, idx, torch.full(idx.shape, 1.0 / idx.shape[1],
+                                                                     dtype=torch.float64))
+
+    @cached_property
+    def _gram(self):
+        """A^T A as a dense (d, d) float64 array (the Hessian; formed from the sparse product)."""
+        return (self.At @ self.A).toarray()
+
+    def _hessians(self, X, rows):
+        return self._out(self._gram).expand(X.shape[0], self.d, self.d).clone()
+
+    @property
+    def L_samples(self) -> torch.Tensor:
+        """(1, rows) smoothness constants rows ||a_j||^2 of the equations' f_j (float64, CPU)."""
+        import numpy as np
+
+        return torch.from_numpy(self.rows * np.asarray(self.A.multiply(self.A).sum(1)).ravel())[None, :]
+
+    @property
+    def L_sample_max(self) -> float:
+        return float(self.L_samples.max())
+
+    def sample_gradient_variance(self, x: torch.Tensor) -> float:
+        """(1/rows) sum_j ||grad f_j(x) - grad f(x)||^2 = rows sum_j r_j^2 ||a_j||^2 - ||A^T r||^2, r = A x - b."""
+        import numpy as np
+
+        r = self._residuals(x.reshape(1, self.d))[:, 0]
+        sq = np.asarray(self.A.multiply(self.A).sum(1)).ravel()
+        return float(self.rows * (r * r * sq).sum() - np.sum((self.At @ r) ** 2))
+
+    def extra_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """``residual_sq`` = ||A x - b||^2."""
+        r = self._residuals(x.reshape(1, self.d))[:, 0]
+        return {"residual_sq": float(r @ r)}
+
+    @cached_property
+    def _extreme_squared_singular_values(self) -> tuple[float, float | None]:
+        """(sigma_max(A)^2, sigma_min^+(A)^2 or None), see the class docstring."""
+        import numpy as np
+        import scipy.sparse.linalg as sla
+
+        side = min(self.rows, self.d)
+        if side <= self.DENSE_GRAM_MAX:
+            G = (self.At @ self.A if self.d <= self.rows else self.A @ self.At).toarray()
+            ev = np.linalg.eigvalsh(0.5 * (G + G.T))
+            L = float(ev[-1])
+            pos = ev[ev > 1e-12 * L]
+            return L, (float(pos[0]) if pos.size and L > 0 else None)
+        op = sla.LinearOperator((self.d, self.d), matvec=lambda v: self.At @ (self.A @ v), dtype=np.float64)
+        L = float(sla.eigsh(op, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0])
+        return L, None
+
+    def _smoothness(self):
+        return torch.tensor([self._extreme_squared_singular_values[0]], dtype=torch.float64)
+
+    def _global_smoothness(self):
+        return self._extreme_squared_singular_values[0]
+
+    def _mu(self):
+        return self._extreme_squared_singular_values[1]
+
+    def _fingerprint_parts(self):
+        return [self.A.indptr, self.A.indices, self.A.data, self.b, self.tol]
+
+    def solve(self, tol=1e-12, max_iter=0):
+        return self.x_true.to(self.device, torch.float64)
+
+    @property
+    def gradient_flops(self):
+        return 4.0 * self.A.nnz
+
+    def _float64_copy(self):
+        """The same system in float64 (the data is float64 already; x* and f* are computed on it)."""
+        import copy
+
+        p = copy.copy(self)
+        p.dtype, p.meter = torch.float64, None
+        return p
 
 
 class RidgeSystem:
