@@ -20,13 +20,16 @@ NEURAL = {"fedopt", "local_opt", "dist_opt", "cgluon"}
 QUAD = {"name": "quadratic", "clients": 6, "dim": 5, "noise": 0.3}
 TIME = {"compute": "sqrt", "jitter": "exponential", "latency_up": 0.05, "bandwidth_up": 1000.0}
 NET = {"name": "neural", "clients": 3, "hidden": [5], "size": 90}
+#: a game split over clients, heavy-tailed noise: the methods for variational inequalities
+GAME = {"name": "quadratic_game", "dim": 3, "clients": 4, "noise": 0.5, "noise_law": {"kind": "student_t", "tail": 1.5}}
 
 
 @pytest.fixture(scope="module")
 def problems(tiny_logreg):
     return {"logreg": tiny_logreg,
             "quad": build_problem(parse_config({"problem": QUAD, "methods": ["gd"]})),
-            "neural": build_problem(parse_config({"threads": 1, "problem": NET, "methods": ["gd"]}))}
+            "neural": build_problem(parse_config({"threads": 1, "problem": NET, "methods": ["gd"]})),
+            "game": build_problem(parse_config({"problem": GAME, "methods": ["gd"]}))}
 
 
 def _candidates(name):
@@ -34,6 +37,8 @@ def _candidates(name):
     cls = METHODS[name]
     if name in TIMED:
         return [("quad", {"name": name, "stepsize": 0.05})]
+    if "operator" in cls.handles:
+        return [("game", {"name": name, "stepsize": 0.05, "clip_level": 1.0})]
     if name in NEURAL:
         return [("neural", {"name": name, "stepsize": 0.05, **({"compressor": {"name": "top_k", "k": 10}}
                                                                 if "compressor" in cls.uses else {})})]
@@ -56,7 +61,7 @@ def _candidates(name):
 
 
 def _cfg(kind, spec, rounds):
-    base = {"problem": QUAD if kind == "quad" else NET if kind == "neural" else {"name": "logreg"},
+    base = {"problem": QUAD if kind == "quad" else NET if kind == "neural" else GAME if kind == "game" else {"name": "logreg"},
             "methods": [spec], "stop": {"max_rounds": rounds}, "log_every": 1}
     if kind == "quad":
         base["time"] = TIME

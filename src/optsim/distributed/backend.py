@@ -45,6 +45,7 @@ class DistributedBackend:
         out = {"loss": float(tot[d] / problem.n), "grad_norm_sq": float(g.pow(2).sum())}
         if problem.f_star is not None:
             out["f_gap"] = out["loss"] - problem.f_star
+        if problem.x_star is not None:  # as the simulated evaluate: also a VI's z* without an f*
             out["dist_sq"] = float((x - problem.x_star).pow(2).sum())
         extra = getattr(problem._shard_full, "extra_metrics", None)
         if extra is not None:

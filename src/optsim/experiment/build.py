@@ -68,8 +68,10 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
                               init_seed=pc.init_seed, dtype=dtype, device=cfg.device, batch_rows=pc.batch_rows,
                               compile=pc.compile)
     if pc.name == "linear_system":
-        from ..problems.linear_system import LinearSystem
+        from ..problems.linear_system import LinearSystem, SparseLinearSystem
 
+        if pc.data is not None:  # a LibSVM file's sparse features, b = A z for z seeded by the data seed
+            return SparseLinearSystem.from_libsvm(pc.data, seed=seed, dtype=dtype, device=cfg.device)
         return LinearSystem.generate(pc.rows, pc.dim, pc.smin, pc.smax, positive_definite=pc.positive_definite,
                                      seed=seed, dtype=dtype, device=cfg.device)
     if pc.name == "sphere_pca":
@@ -81,6 +83,11 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
 
         return KarcherSPD.generate(pc.clients, pc.samples, pc.k, spread=pc.spread, commuting=pc.commuting, seed=seed,
                                    dtype=dtype, device=cfg.device)
+    if pc.name == "quadratic_game":
+        from ..problems.minmax import GameProblem
+
+        return GameProblem.generate(pc.kind, pc.dim, mu=pc.mu, clients=pc.clients, spread=pc.spread, noise=pc.noise,
+                                    noise_law=pc.noise_law, seed=seed, dtype=dtype, device=cfg.device)
     if pc.name == "quadratic":
         problem = Quadratic.generate(pc.clients, pc.dim, L=pc.L, mu=pc.mu, heterogeneity=pc.heterogeneity,
                                      noise=pc.noise, seed=seed, dtype=dtype, device=cfg.device)

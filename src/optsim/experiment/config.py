@@ -22,6 +22,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -118,11 +119,17 @@ class QuadraticConfig(Structure):
 
 
 class LinearSystemConfig(Strict):
-    """A seeded consistent linear system A x = b with a chosen spectrum and an exact x*, as one
-    client's f(x) = ||A x - b||^2 / 2 (:class:`optsim.problems.linear_system.LinearSystem`); the
-    sketch-and-project solvers of :mod:`optsim.methods.linalg` take the same object."""
+    """A consistent linear system A x = b with an exact x*, as one client's f(x) = ||A x - b||^2 / 2
+    whose samples are the equations: seeded with a chosen spectrum
+    (:class:`optsim.problems.linear_system.LinearSystem`), or with ``data`` the sparse features of a
+    LibSVM file as A, b = A z for a seeded z and x* the least-norm solution
+    (:class:`optsim.problems.linear_system.SparseLinearSystem`); the trace adds ``residual_sq`` =
+    ||A x - b||^2. The sketch-and-project solvers of :mod:`optsim.methods.linalg` take the same objects."""
 
     name: Literal["linear_system"]
+    #: ``libsvm:NAME`` or a path to a LibSVM file: its features (sparse, never densified) are A;
+    #: None: the synthetic generator below
+    data: str | None = None
     data_seed: int | None = None
     rows: PositiveInt = 200
     dim: PositiveInt = 20
@@ -131,6 +138,26 @@ class LinearSystemConfig(Strict):
     smax: PositiveFloat = 1.0
     #: a symmetric positive definite A (rows = dim)
     positive_definite: bool = False
+
+    @model_validator(mode="after")
+    def _generator_fields_without_data(self):
+        if self.data is not None:
+            if self.data.split(":", 1)[0] in ("sklearn", "synthetic"):
+                raise ValueError(f"linear_system: data '{self.data}' is not sparse LibSVM data: use 'libsvm:NAME' "
+                                 "or a path to a LibSVM file")
+            changed = [k for k in ("rows", "dim", "smin", "smax", "positive_definite")
+                       if getattr(self, k) != type(self).model_fields[k].default]
+            if changed:
+                raise ValueError(f"linear_system: {', '.join(changed)} set the synthetic generator, but data "
+                                 f"'{self.data}' gives A: drop them or drop data")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_data(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and "data" in out and out["data"] is None:
+            del out["data"]  # no data: the identity (run_config, problem_key) of configs made before the field
+        return out
 
 
 class NeuralConfig(Strict):
@@ -204,8 +231,39 @@ class KarcherSPDConfig(Strict):
     commuting: bool = False
 
 
+class QuadraticGameConfig(Strict):
+    """A quadratic min-max game as a variational inequality, split over clients
+    (:class:`optsim.problems.minmax.GameProblem`; VI methods only: clipped_seg, clipped_sgda,
+    prox_clipped_seg_shift, prox_clipped_sgda_shift). Metrics: ``dist_sq`` = ||z - z*||^2, ``grad_norm_sq`` =
+    ||F(z)||^2, ``loss`` = the payoff."""
+
+    name: Literal["quadratic_game"]
+    #: bilinear (monotone, mu = None) or strongly_monotone (the bilinear game plus mu ||x||^2 / 2 - mu ||y||^2 / 2)
+    kind: Literal["bilinear", "strongly_monotone"] = "strongly_monotone"
+    data_seed: int | None = None
+    #: each player's dimension (the model z = (x, y) has 2 dim entries)
+    dim: PositiveInt = 5
+    #: the strong monotonicity of a strongly_monotone game (a bilinear game has none)
+    mu: PositiveFloat = 0.1
+    clients: PositiveInt = 1
+    #: rms ||e_i|| of the clients' operator offsets F_i = F + e_i (sum_i e_i = 0; one client: none)
+    spread: NonNegativeFloat = 1.0
+    #: scale sigma of the additive noise sigma xi of a stochastic operator call
+    noise: NonNegativeFloat = 0.0
+    #: the law of xi's coordinates: gaussian | {kind: student_t, tail: nu} | {kind: pareto, tail: a}
+    noise_law: dict[str, str | float] | str | None = None
+
+    @field_validator("noise_law")
+    @classmethod
+    def _known_law(cls, v):
+        from ..problems.noise import as_noise_law
+
+        as_noise_law(v)  # a one-line error naming the fix
+        return v
+
+
 ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, LinearSystemConfig, NeuralConfig, SpherePCAConfig,
-                                KarcherSPDConfig],
+                                KarcherSPDConfig, QuadraticGameConfig],
                          Field(discriminator="name")]
 
 
@@ -435,6 +493,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
             cur = QuadraticConfig
         elif cur is None and part == "neural":
             cur = NeuralConfig
+        elif cur is None and part == "quadratic_game":
+            cur = QuadraticGameConfig
         else:
             return None
     if isinstance(cur, type) and issubclass(cur, BaseModel):
@@ -445,7 +505,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
 def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     e = err.errors()[0]
     loc = tuple(e["loc"])
-    where = ".".join(str(p) for p in loc if p not in ("logreg", "logreg_nonconvex", "least_squares", "quadratic", "neural")) or "config"
+    where = ".".join(str(p) for p in loc if p not in ("logreg", "logreg_nonconvex", "least_squares", "quadratic", "neural",
+                                                      "quadratic_game")) or "config"
     if e["type"] == "extra_forbidden":
         allowed = _fields_at(model, loc) or []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)

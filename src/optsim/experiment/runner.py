@@ -56,6 +56,7 @@ def evaluate(problem: Problem, x: torch.Tensor) -> dict[str, float]:
     out = {"loss": problem.loss(x), "grad_norm_sq": float(g.pow(2).sum())}
     if problem.f_star is not None:
         out["f_gap"] = out["loss"] - problem.f_star
+    if problem.x_star is not None:  # also a VI's z* (f_star None: its loss is a payoff, without a gap)
         out["dist_sq"] = float((x - problem.x_star).pow(2).sum())
     out.update(problem.extra_metrics(x))  # e.g. held-out accuracy of neural problems
     return out
@@ -69,9 +70,10 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
     if problem.nonsmooth is not None:  # f + Psi, as problem.loss
         loss = loss + problem.nonsmooth.value(X.to(loss.dtype))
     rows = [{"loss": f, "grad_norm_sq": gn} for f, gn in zip(loss.tolist(), g.pow(2).sum(-1).tolist())]
-    if problem.f_star is not None:
+    if problem.x_star is not None:
         for row, dist in zip(rows, (X - problem.x_star).pow(2).sum(-1).tolist()):
-            row["f_gap"] = row["loss"] - problem.f_star
+            if problem.f_star is not None:
+                row["f_gap"] = row["loss"] - problem.f_star
             row["dist_sq"] = dist
     for row, x in zip(rows, X):
         row.update(problem.extra_metrics(x))
@@ -111,9 +113,9 @@ def honest_problem(problem: Problem, threat: Threat) -> Problem:
 
 def _primary_metric(cfg: ExperimentConfig, problem: Problem) -> str:
     m = cfg.stop.metric
-    if m == "auto":
-        return "f_gap" if problem.f_star is not None else "grad_norm_sq"
-    if m in ("f_gap", "dist_sq") and problem.f_star is None:
+    if m == "auto":  # a VI's z* without an f*: dist_sq
+        return "f_gap" if problem.f_star is not None else "dist_sq" if problem.x_star is not None else "grad_norm_sq"
+    if (m == "f_gap" and problem.f_star is None) or (m == "dist_sq" and problem.x_star is None):
         raise ValueError(f"stop.metric '{m}' needs a known optimum; {problem.name} has none: use grad_norm_sq")
     return m
 

@@ -121,8 +121,9 @@ class Method(Stateful):
     #: the attributes carried between rounds (checkpoints and replica stacking use exactly these)
     state: ClassVar[tuple[str, ...]] = ("x",)
     #: problem structures the method's update accounts for, beyond a smooth f on R^d: "nonsmooth" (it
-    #: applies prox of the problem's Psi), "manifold" (it moves by the problem's exponential map); a
-    #: problem with a structure its method does not handle is refused before the run
+    #: applies prox of the problem's Psi), "manifold" (it moves by the problem's exponential map), "operator"
+    #: (it solves a variational inequality: the oracles are operator values; such a method is refused on a
+    #: minimization problem); a problem with a structure its method does not handle is refused before the run
     handles: ClassVar[tuple[str, ...]] = ()
 
     x: torch.Tensor
@@ -141,6 +142,14 @@ class Method(Stateful):
 
     def _check_structure(self) -> None:
         p = self.problem
+        if p.operator is not None and "operator" not in self.handles:
+            vi = ", ".join(sorted(n for n, c in METHODS.items() if "operator" in c.handles))
+            raise ValueError(f"{self.name} minimizes a function, and {p.name} is a variational inequality (its oracles "
+                             f"return operator values F_i(z)): use a VI method ({vi})")
+        if p.operator is None and "operator" in self.handles:
+            raise ValueError(f"{self.name} solves variational inequalities, and {p.name} is a minimization problem: "
+                             f"set 'problem' to a game (name: quadratic_game) or use a minimization method "
+                             f"(e.g. clipped_sgd)")
         if p.nonsmooth is not None and "nonsmooth" not in self.handles:
             raise ValueError(f"{self.name} minimizes a smooth f only, and {p.name} has a nonsmooth term "
                              f"({p.nonsmooth!r}): use a method with a prox step (e.g. prox_clipped_sgd_shift)")

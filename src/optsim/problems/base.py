@@ -453,6 +453,12 @@ class Problem:
     #: the random sketch law of a sketched objective (``problems/sketched.py``: MAST's f_D); None: f itself
     sketch = None
 
+    #: the operator of a variational inequality (``problems/minmax.py``: find z* with F(z*) = 0): the
+    #: gradient oracles then return the clients' operator values F_i(z), ``loss`` is the game's payoff,
+    #: ``x_star`` is z* and ``f_star`` None, and only methods for VIs (``handles`` "operator") accept the
+    #: problem; None: minimization of f
+    operator = None
+
     def initial_point(self) -> torch.Tensor | None:
         """The problem's own initial point (e.g. a network's initialization); None: start at 0."""
         return None

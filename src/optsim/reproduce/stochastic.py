@@ -21,7 +21,9 @@ The VI part (same noise): the strongly monotone quadratic game ``QuadraticMinMax
 (dx = dy = 5, mu = 0.1), z_0 = z* + 1 (||z_0 - z*||^2 = 10), gamma = 0.1 / L and lam = R0 / (gamma A) as
 above; measured: the quantiles of ||z_K - z*||^2 of SEG, clipped-SEG, SGDA and clipped-SGDA; check: each
 clipped method's 99th percentile is at most a tenth of its unclipped counterpart's (its level against
-||z_0 - z*||^2 is reported, not checked).
+||z_0 - z*||^2 is reported, not checked). The runs advance through the batched step functions of
+``methods/heavy_tailed/vi.py``, the very steps the registered ``clipped_seg`` / ``clipped_sgda`` take on a
+``quadratic_game`` (equal iterate for iterate on one client, tests/test_vi_methods.py).
 
 S6 -- Gorbunov, Sadiev, Danilova, Horváth, Gidel, Dvurechensky, Gasnikov, Richtárik (2023/24), "High-probability
 convergence for composite and distributed stochastic minimization and variational inequalities with

@@ -1,7 +1,8 @@
 """Clipped stochastic methods for heavy-tailed noise (S5): ``clipped_sgd``, ``clipped_sstm`` (:mod:`.clipped`);
-clipped-SEG and clipped-SGDA step functions for variational inequalities (:mod:`.vi`). Composite and
-distributed problems (S6): ``prox_clipped_sgd`` (naive) and ``prox_clipped_sgd_shift`` (clipping of
-gradient differences with learned shifts, :mod:`.shifted`), and the shifted VI steps (:mod:`.vi`)."""
+for variational inequalities ``clipped_seg`` and ``clipped_sgda`` with their batched step functions (:mod:`.vi`).
+Composite and distributed problems (S6): ``prox_clipped_sgd`` (naive) and ``prox_clipped_sgd_shift`` (clipping of
+gradient differences with learned shifts, :mod:`.shifted`), and for VIs ``prox_clipped_sgda_shift`` and
+``prox_clipped_seg_shift`` with the shifted batched steps (:mod:`.vi`)."""
 from .clipped import (
     ClippedSGD,
     ClippedSSTM,
@@ -14,6 +15,10 @@ from .clipped import (
 )
 from .shifted import ProxClippedSGD, ProxClippedSGDShift, shifted_clip_step
 from .vi import (
+    ClippedSEG,
+    ClippedSGDA,
+    ProxClippedSEGShift,
+    ProxClippedSGDAShift,
     clipped_seg_step,
     clipped_sgda_step,
     run_vi,
@@ -23,9 +28,13 @@ from .vi import (
 )
 
 __all__ = [
+    "ClippedSEG",
     "ClippedSGD",
+    "ClippedSGDA",
     "ClippedSSTM",
+    "ProxClippedSEGShift",
     "ProxClippedSGD",
+    "ProxClippedSGDAShift",
     "ProxClippedSGDShift",
     "clip_rows",
     "clipped_seg_step",
