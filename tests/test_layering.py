@@ -21,7 +21,7 @@ LAYERS = [
     {"clock", "compress", "sampling", "optim", "robust", "privacy", "particles"},
     {"problems", "targets"},
     {"data"},
-    {"meter", "rng", "state", "trace", "specs", "bounds"},
+    {"meter", "rng", "state", "trace", "specs", "bounds", "allocator"},
     {"manifolds"},
 ]
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..allocator import keep_freed_memory
 from ..channel import Channel
 from ..meter import Meter
 from ..methods.base import build_method
@@ -126,6 +127,7 @@ class Session:
     def __init__(self, problem: Problem, spec: dict[str, Any], cfg: ExperimentConfig, trackers: list | None = None,
                  backend=None, replicas: int = 0):
         self.problem, self.spec, self.cfg = problem, spec, cfg
+        keep_freed_memory()  # large per-round buffers stay mapped between rounds (allocator.py)
         #: None (simulated), or a real transport (:class:`optsim.distributed.DistributedBackend`): it
         #: makes the channel, evaluates the metrics and reports the bytes on the wire
         self.backend = backend
