@@ -388,20 +388,21 @@ class MicroAdam(Optimizer):
                 width = self._width(d, group)
                 flat = (self._positions(st, group, d)[:rows]
                         + (torch.arange(N, device=p.device) * width)[None, :, None]).reshape(-1)
-                M = self._scratch("m", N * width, dt, p.device)
-                S = self._scratch("s", N * width, dt, p.device)
-                M.index_add_(0, flat, (V * w1).view(-1))
-                S.index_add_(0, flat, (V * V).mul_(w2).view(-1))
-                mg, sg = M.index_select(0, flat), S.index_select(0, flat)
-                M.index_fill_(0, flat, 0.0)                                            # clean for the next use
-                S.index_fill_(0, flat, 0.0)
+                # the window's sums per distinct position: a stable sort keeps each position's terms in
+                # window order (the order a dense scatter-add would sum them in), then segment sums
+                flat, order = torch.sort(flat, stable=True)
+                flat, seg = torch.unique_consecutive(flat, return_inverse=True)
+                mg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
+                sg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
+                V = V.view(-1)[order]
+                mg.index_add_(0, seg, V * w1.expand(rows, N, V.numel() // (rows * N)).reshape(-1)[order])
+                sg.index_add_(0, seg, V.mul_(V).mul_(w2.expand(rows, N, V.numel() // (rows * N)).reshape(-1)[order]))
                 c1 = (1 - beta1) / (1 - beta1 ** t)
                 c2 = (1 - beta2) / (1 - beta2 ** t)
                 upd = mg.mul_(c1 * lr).div_(sg.mul_(c2).sqrt_().add_(eps))
                 if width != d:                                                         # blockwise padding
                     keep = flat.remainder(width) < d
                     flat, upd = flat[keep], upd[keep]
-                # a position repeated in the window gets the same new value written more than once
                 if p.is_contiguous():
                     pf = p.view(-1)
                     if width != d:
