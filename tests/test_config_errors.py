@@ -88,3 +88,16 @@ def test_run_never_overwrites_another_configs_results(tmp_path, capsys, monkeypa
     assert (tmp_path / "results" / "q" / "traces" / "gd.json").read_text() == first
     assert main(["run", str(cfg), "--no-store", "--no-plot", "-q", "--force"]) == 0
     assert (tmp_path / "results" / "q" / "traces" / "gd.json").read_text() != first
+
+
+def test_plot_y_takes_the_columns_problems_add():
+    """plot.y (and ``optsim plot --y``) accept the problem-specific trace columns, from one list."""
+    from optsim.cli import main  # noqa: F401  (the CLI's choices are the same tuple)
+    from optsim.experiment import parse_config
+    from optsim.trace import PLOT_METRICS
+
+    for y in ("residual_sq", "eig_error", "riem_dist_sq", "epsilon", "test_accuracy"):
+        assert y in PLOT_METRICS
+        assert parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"], "plot": {"y": y}}).plot.y == y
+    with pytest.raises(Exception, match="residual_sq"):
+        parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"], "plot": {"y": "residual"}})

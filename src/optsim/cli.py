@@ -6,6 +6,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from .trace import AXES, PLOT_METRICS
+
 __all__ = ["main"]
 
 
@@ -368,10 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("results", nargs="?", help="a results folder (default: read the results store)")
     pl.add_argument("--experiment", help="store: runs of this experiment (config 'name')")
     pl.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="store: filter by a config field")
-    pl.add_argument("--x", nargs="+", default=["rounds", "bits_up"],
-                    choices=["rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time",
-                             "wall_time"])
-    pl.add_argument("--y", default=None, choices=["f_gap", "grad_norm_sq", "dist_sq", "loss"])
+    pl.add_argument("--x", nargs="+", default=["rounds", "bits_up"], choices=AXES)
+    pl.add_argument("--y", default=None, choices=PLOT_METRICS)
     pl.add_argument("--out", help="store: folder of the figure (default results/)")
     pl.add_argument("--top", type=int, default=None, metavar="N",
                     help="store: only the N curves with the lowest final metric")

@@ -27,12 +27,10 @@ from pydantic import (
 )
 
 from ..methods.base import MethodSpec, get_method
+from ..trace import AXES, METRICS, PLOT_METRICS
 
 __all__ = ["ExperimentConfig", "SweepConfig", "set_path", "ConfigError", "load_config", "parse_config", "config_hash", "METRICS", "AXES"]
 
-#: Trace columns usable as a stopping/plot metric (y) and as an x axis.
-METRICS = ("f_gap", "grad_norm_sq", "dist_sq", "loss")
-AXES = ("rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time", "wall_time")
 
 
 class ConfigError(ValueError):
@@ -353,7 +351,7 @@ class TimeConfig(Strict):
 class PlotConfig(Strict):
     x: list[Literal["rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time",
                     "wall_time"]] = ["rounds", "bits_up"]
-    y: Literal["auto", "f_gap", "grad_norm_sq", "dist_sq", "loss", "test_loss", "test_accuracy", "test_perplexity"] = "auto"
+    y: Literal["auto", *PLOT_METRICS] = "auto"
     formats: list[Literal["png", "pdf", "svg"]] = ["png", "pdf"]
 
     @field_validator("x", "formats", mode="before")
