@@ -101,3 +101,22 @@ def test_plot_y_takes_the_columns_problems_add():
         assert parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"], "plot": {"y": y}}).plot.y == y
     with pytest.raises(Exception, match="residual_sq"):
         parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"], "plot": {"y": "residual"}})
+
+
+def test_a_folder_recorded_before_new_config_fields_is_still_its_configs(tmp_path):
+    """A results folder whose config.json was written before fields were added to the schema (here the
+    problem's ``nonsmooth`` and ``sketch``) still belongs to the same config; a real difference is refused."""
+    import json
+
+    from optsim.experiment import parse_config
+    from optsim.experiment.runs import claim_output
+
+    cfg = parse_config({"problem": {"name": "quadratic"}, "methods": ["gd"]})
+    claim_output(tmp_path, cfg)
+    record = json.loads((tmp_path / "config.json").read_text())
+    del record["problem"]["nonsmooth"], record["problem"]["sketch"]
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    claim_output(tmp_path, cfg)  # accepted: the same config as an earlier version recorded it
+    other = parse_config({"problem": {"name": "quadratic", "dim": 7}, "methods": ["gd"]})
+    with pytest.raises(ValueError, match="differs in 'problem'"):
+        claim_output(tmp_path, other)

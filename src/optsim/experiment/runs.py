@@ -13,7 +13,7 @@ from ..plots import plot_config
 from ..problems import Problem
 from ..trace import Trace, safe_filename
 from .build import build_problem
-from .config import ExperimentConfig
+from .config import ExperimentConfig, parse_config
 from .runner import run_method, validate_methods
 from .store import run_stored
 from .trackers import make_trackers
@@ -36,6 +36,8 @@ def claim_output(out: Path, cfg: ExperimentConfig, overwrite: bool = False) -> N
         except (OSError, ValueError):
             held = None
         if isinstance(held, dict) and held != data:
+            held = _with_defaults(held)  # written by an earlier optsim: fields added since take their defaults
+        if isinstance(held, dict) and held != data:
             diff = next((k for k in sorted(set(held) | set(data)) if held.get(k) != data.get(k)), "?")
             raise ValueError(f"{out} holds the results of another config (it differs in '{diff}'): give another "
                              f"folder (--out DIR, or `out:` in the config) or --force to overwrite them")
@@ -43,6 +45,16 @@ def claim_output(out: Path, cfg: ExperimentConfig, overwrite: bool = False) -> N
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(record)
+
+
+def _with_defaults(held: dict) -> dict:
+    """A recorded config as the current schema reads it (new fields at their defaults); unchanged when
+    the schema no longer reads it."""
+    try:
+        again = parse_config(held).model_dump(mode="json")
+    except ValueError:
+        return held
+    return {k: v for k, v in again.items() if k not in _COSMETIC}
 
 
 def run(cfg: ExperimentConfig, out: str | Path | None = None, progress: bool = True,
