@@ -38,7 +38,7 @@ SCRIPTS = {
                               r"target: a round <= 1\.5 x its oracle calls: MiSTP [\d.]+ x  STP [\d.]+ x"),
     "bench_heavy_tailed.py": (["--dim", "10", "--runs", "4", "--repeats", "2"],
                               r"target: a round <= 1\.5 x its oracle calls: clipped-SGD [\d.]+ x  clipped-SSTM [\d.]+ x  "
-                              r"DProx-clipped-SGD-shift [\d.]+ x"),
+                              r"DProx-clipped-SGD-shift [\d.]+ x(.|\n)*clipped-SGDA [\d.]+ x  clipped-SEG [\d.]+ x"),
     "bench_l0l1_biased.py": (["--clients", "4", "--samples", "30", "--repeats", "2"],
                              r"target: a round <= 1\.5 x its oracle calls: l0l1_gd [\d.]+ x  polyak_gd [\d.]+ x  "
                              r"adgd [\d.]+ x  biased_sgd [\d.]+ x"),
