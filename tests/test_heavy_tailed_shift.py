@@ -204,3 +204,19 @@ def test_composite_problem_from_a_config_reports_f_plus_psi_and_refuses_smooth_m
         validate_methods(parse_config({"problem": problem, "methods": [{"name": "gd"}]}), p)
     failed = run_method(p, {"name": "gd"}, cfg, progress=False)
     assert failed.status == "failed" and "use a method with a prox step" in failed.meta["message"]
+
+
+def test_the_honest_clients_objective_keeps_psi():
+    """Under a Byzantine threat the metrics are the honest clients' objective: f_honest + Psi, not f_honest."""
+    from optsim.experiment import build_problem
+    from optsim.experiment.runner import honest_problem
+    from optsim.robust import Threat
+
+    cfg = parse_config({"problem": {"name": "quadratic", "clients": 5, "nonsmooth": {"kind": "l1", "strength": 0.1}},
+                        "byzantine": {"count": 1, "attack": "ipm"},
+                        "methods": [{"name": "prox_clipped_sgd_shift", "stepsize": 0.5}]})
+    p = build_problem(cfg)
+    h = honest_problem(p, Threat.from_config(cfg.byzantine, p.n))
+    assert h.n == 4 and h.nonsmooth is p.nonsmooth
+    x = torch.ones(p.d, dtype=torch.float64)
+    assert h.loss(x) == pytest.approx(float(h._losses(h._broadcast(x), None).mean()) + 0.1 * p.d, rel=1e-12)

@@ -107,7 +107,7 @@ def make_privatizer(cfg: ExperimentConfig, method) -> Privatizer:
 def honest_problem(problem: Problem, threat: Threat) -> Problem:
     """The objective of the honest clients under ``threat`` (the metrics of a Byzantine run)."""
     try:
-        return problem.subset(threat.honest)
+        return problem.subset(threat.honest).with_nonsmooth(problem.nonsmooth)  # f + Psi of the honest clients
     except NotImplementedError:
         raise ValueError(f"byzantine: {problem.name} cannot evaluate the honest clients' objective alone") from None
 
