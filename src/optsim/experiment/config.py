@@ -9,7 +9,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -41,14 +41,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class WithAddedFields(Strict):
+    """A config section that gained fields after runs were stored."""
+
+    #: fields added after runs were stored: left out of the dump while None, so that the identity of
+    #: configs written before them (``run_config``, ``problem_key``, a results folder's record) is unchanged
+    _absent_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler):
+        out = handler(self)
+        if self._absent_when_none and isinstance(out, dict):
+            for k in self._absent_when_none:
+                if k in out and out[k] is None:
+                    del out[k]
+        return out
+
+
 class PartitionConfig(Strict):
     name: Literal["iid", "sorted", "dirichlet", "unbalanced", "full"] = "iid"
     alpha: PositiveFloat = 0.5
     power: NonNegativeFloat = 1.0
 
 
-class Structure(Strict):
+class Structure(WithAddedFields):
     """What a convex problem's objective may add to its f (GLM and quadratic problems)."""
+
+    _absent_when_none = ("nonsmooth", "sketch")
 
     #: a nonsmooth term Psi of f + Psi, applied by prox (methods with ``handles`` "nonsmooth"):
     #: {kind: l1, strength: s} | {kind: box, radius: r} (:mod:`optsim.problems.regularizer`)
@@ -116,13 +135,15 @@ class QuadraticConfig(Structure):
     noise: NonNegativeFloat = 0.0
 
 
-class LinearSystemConfig(Strict):
+class LinearSystemConfig(WithAddedFields):
     """A consistent linear system A x = b with an exact x*, as one client's f(x) = ||A x - b||^2 / 2
     whose samples are the equations: seeded with a chosen spectrum
     (:class:`optsim.problems.linear_system.LinearSystem`), or with ``data`` the sparse features of a
     LibSVM file as A, b = A z for a seeded z and x* the least-norm solution
     (:class:`optsim.problems.linear_system.SparseLinearSystem`); the trace adds ``residual_sq`` =
     ||A x - b||^2. The sketch-and-project solvers of :mod:`optsim.methods.linalg` take the same objects."""
+
+    _absent_when_none = ("data",)
 
     name: Literal["linear_system"]
     #: ``libsvm:NAME`` or a path to a LibSVM file: its features (sparse, never densified) are A;
@@ -150,12 +171,6 @@ class LinearSystemConfig(Strict):
                                  f"'{self.data}' gives A: drop them or drop data")
         return self
 
-    @model_serializer(mode="wrap")
-    def _drop_absent_data(self, handler):
-        out = handler(self)
-        if isinstance(out, dict) and "data" in out and out["data"] is None:
-            del out["data"]  # no data: the identity (run_config, problem_key) of configs made before the field
-        return out
 
 
 class NeuralConfig(Strict):

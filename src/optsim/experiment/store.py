@@ -140,9 +140,6 @@ def run_config(cfg: ExperimentConfig, spec: dict[str, Any]) -> dict[str, Any]:
     data = cfg.model_dump(mode="json")
     for k in _PRESENTATION:
         data.pop(k, None)
-    for k in ("nonsmooth", "sketch"):  # absent structure: the identity of runs made before these fields
-        if data["problem"].get(k, 0) is None:
-            del data["problem"][k]
     data["method"] = canonical_method(spec)
     return data
 
