@@ -53,6 +53,7 @@ Reference:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 
 import torch
@@ -119,8 +120,7 @@ def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, 
     c8.copy_(code)
     if codes is None:
         codes = torch.empty(N, even // 2, dtype=torch.uint8, device=x.device)
-    torch.bitwise_left_shift(c8[:, 0::2], 4, out=codes)
-    codes.bitwise_or_(c8[:, 1::2])
+    _pack_nibbles(c8, codes, scratch)
     return codes, lo, hi
 
 
@@ -130,20 +130,49 @@ def dequantize_4bit(codes: Tensor, lo: Tensor, hi: Tensor, d: int, block: int, d
     (written into ``out`` (N, d + d mod 2) when given; the result is its first d columns)."""
     N, half = codes.shape
     x = torch.empty(N, 2 * half, dtype=dtype, device=codes.device) if out is None else out[:, :2 * half]
-    pairs = x.view(N, half, 2)
-    nib = _empty(scratch, "q8", (N, half), torch.uint8, codes.device)
-    torch.bitwise_right_shift(codes, 4, out=nib)
-    pairs[..., 0].copy_(nib)
-    torch.bitwise_and(codes, 15, out=nib)
-    pairs[..., 1].copy_(nib)
+    c8 = _unpack_nibbles(codes, scratch)
     lo_c, hi_c = lo.to(dtype), hi.to(dtype)
     u = (hi_c - lo_c) / _LEVELS
     b0 = 0
-    for xv in _block_views(x[:, :d], block):
+    for xv, cv in zip(_block_views(x[:, :d], block), _block_views(c8[:, :d], block)):
         nbv = xv.shape[1]
-        torch.addcmul(lo_c[:, b0:b0 + nbv, None], xv, u[:, b0:b0 + nbv, None], out=xv)
+        torch.addcmul(lo_c[:, b0:b0 + nbv, None], cv, u[:, b0:b0 + nbv, None], out=xv)   # exact uint8 -> float
         b0 += nbv
     return x[:, :d]
+
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _pack_nibbles(c8: Tensor, codes: Tensor, scratch: Callable | None = None) -> None:
+    """``codes[:, i] = c8[:, 2i] << 4 | c8[:, 2i + 1]`` for codes 0..15 in ``c8`` (N, even). The pairs
+    are read as one 16-bit word each (contiguous passes instead of two strided ones)."""
+    if not _LITTLE:
+        torch.bitwise_left_shift(c8[:, 0::2], 4, out=codes)
+        codes.bitwise_or_(c8[:, 1::2])
+        return
+    w = c8.view(torch.int16)                    # (N, half): low byte = even entry, high byte = odd entry
+    t = _empty(scratch, "q16", tuple(w.shape), torch.int16, c8.device)
+    torch.bitwise_left_shift(w, 4, out=t)       # even << 4 in the low byte (its bits stay below bit 8)
+    t.bitwise_or_(torch.bitwise_right_shift(w, 8))
+    codes.copy_(t)                              # keeps the low byte
+
+
+def _unpack_nibbles(codes: Tensor, scratch: Callable | None = None) -> Tensor:
+    """The inverse of :func:`_pack_nibbles`: codes (N, half) uint8 -> (N, 2 half) uint8 of 0..15."""
+    N, half = codes.shape
+    c8 = _empty(scratch, "q8", (N, 2 * half), torch.uint8, codes.device)
+    if not _LITTLE:
+        torch.bitwise_right_shift(codes, 4, out=c8[:, 0::2])
+        torch.bitwise_and(codes, 15, out=c8[:, 1::2])
+        return c8
+    w = c8.view(torch.int16)
+    w.copy_(codes)                              # the byte, widened
+    t = _empty(scratch, "q16", (N, half), torch.int16, codes.device)
+    torch.bitwise_and(w, 15, out=t)
+    t.bitwise_left_shift_(8)                    # odd entry -> the high byte
+    w.bitwise_right_shift_(4).bitwise_or_(t)    # even entry (the high nibble) -> the low byte
+    return c8
 
 
 # ---- the optimizer -----------------------------------------------------------------------------------
@@ -311,13 +340,13 @@ class MicroAdam(Optimizer):
         pos = rel + (torch.arange(nch, device=a.device) * chunk)[None, :, None]
         return pos.view(N, -1), rel.view(N, -1)
 
-    def _positions(self, st, group, d: int) -> Tensor:
-        """The window's indices as positions in the rows (m, N, k) int64."""
-        idx = st["idx"].long()
+    def _positions(self, st, group, d: int, dtype: torch.dtype = torch.int64) -> Tensor:
+        """The window's indices as positions in the rows (m, N, k), in ``dtype``."""
+        idx = st["idx"].to(dtype)
         if group["topk"] == "blockwise":
             _, chunk, kc = self._k(d, group)
             k = idx.shape[-1]
-            base = (torch.arange(k // kc, device=idx.device) * chunk).repeat_interleave(kc)
+            base = (torch.arange(k // kc, device=idx.device, dtype=dtype) * chunk).repeat_interleave(kc)
             idx = idx + base
         return idx
 
@@ -386,17 +415,20 @@ class MicroAdam(Optimizer):
                 w1 = (beta1 ** ages).to(dt).view(rows, 1, 1)
                 w2 = (beta2 ** ages).to(dt).view(rows, 1, 1)
                 width = self._width(d, group)
-                flat = (self._positions(st, group, d)[:rows]
-                        + (torch.arange(N, device=p.device) * width)[None, :, None]).reshape(-1)
+                key = torch.int32 if N * width < 2 ** 31 else torch.int64   # int32 keys sort 2-3 x faster
+                flat = (self._positions(st, group, d, key)[:rows]
+                        + (torch.arange(N, device=p.device, dtype=key) * width)[None, :, None]).reshape(-1)
                 # the window's sums per distinct position: a stable sort keeps each position's terms in
                 # window order (the order a dense scatter-add would sum them in), then segment sums
                 flat, order = torch.sort(flat, stable=True)
                 flat, seg = torch.unique_consecutive(flat, return_inverse=True)
+                flat = flat.long()
                 mg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
                 sg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
-                V = V.view(-1)[order]
-                mg.index_add_(0, seg, V * w1.expand(rows, N, V.numel() // (rows * N)).reshape(-1)[order])
-                sg.index_add_(0, seg, V.mul_(V).mul_(w2.expand(rows, N, V.numel() // (rows * N)).reshape(-1)[order]))
+                kk = V.numel() // (rows * N)
+                V = V.view(-1).index_select(0, order)
+                mg.index_add_(0, seg, V * w1.expand(rows, N, kk).reshape(-1).index_select(0, order))
+                sg.index_add_(0, seg, V.mul_(V).mul_(w2.expand(rows, N, kk).reshape(-1).index_select(0, order)))
                 c1 = (1 - beta1) / (1 - beta1 ** t)
                 c2 = (1 - beta2) / (1 - beta2 ** t)
                 upd = mg.mul_(c1 * lr).div_(sg.mul_(c2).sqrt_().add_(eps))
