@@ -1,4 +1,4 @@
-"""Cost of a round of the S7 methods (``l0l1_gd``, ``polyak_gd``, ``adgd``) and of the S9 method
+"""Cost of a round of the S7 methods (``l0l1_gd``, ``polyak_gd``, ``adgd``, ``l0l1_stm``) and of the S9 method
 (``biased_sgd``) relative to their own oracle calls.
 
 Input: a synthetic a9a-sized logistic regression (``bench_round.a9a_like``: ``--clients`` clients x
@@ -7,8 +7,8 @@ channel and a meter) and its round is ``method.step()`` plus closing the meter's
 uncounted oracle calls its rounds made, recorded and replayed as they were made
 (``bench_round.recorded_oracles``): full local gradients (and, for Polyak, local losses) over all clients
 in one batched call; for BiasedSGD the weighted minibatch gradients of its independently drawn samples.
-Reference by hand: the (L0, L1)-GD round written directly in torch (same gradient call, checked to give
-the same iterates). Timed in turn within each repeat (all see the same load): median time and median over
+References by hand: the (L0, L1)-GD and (L0, L1)-STM rounds written directly in torch (same gradient
+call, checked to give the same iterates). Timed in turn within each repeat (all see the same load): median time and median over
 repeats of time / floor.
 
 Target (the issue's): a round within 1.5 x the cost of its own oracle calls.
@@ -30,7 +30,7 @@ from optsim.meter import Meter
 from optsim.methods import build_method
 
 SPECS = {"l0l1_gd": {"name": "l0l1_gd"}, "polyak_gd": {"name": "polyak_gd"}, "adgd": {"name": "adgd"},
-         "biased_sgd": {"name": "biased_sgd", "prob": 0.1}}
+         "biased_sgd": {"name": "biased_sgd", "prob": 0.1}, "l0l1_stm": {"name": "l0l1_stm"}}
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     problem = a9a_like(n=args.clients, m=args.samples, dtype=torch.float64)
-    _ = problem.f_star  # solved (and cached) before timing: Polyak's step needs it
+    _ = problem.f_star  # solved (and cached) before timing: Polyak's step and STM's default L_eff need it
     rounds = args.rounds
     fns = {}
     for label, spec in SPECS.items():
@@ -71,11 +71,27 @@ def main() -> None:
                 by_hand()
                 one_round()
             assert torch.allclose(state["x"], method.x, rtol=1e-12, atol=1e-14), "(L0, L1)-GD by hand differs"
+        if label == "l0l1_stm":  # the similar-triangles round by hand, from the method's current state
+            state = {"y": method.x.clone(), "z": method.z.clone(), "A": method.A_sum, "k": method.k}
+            L_eff, eta = method.L_eff, method.gamma
+
+            def by_hand(state=state, L_eff=L_eff, eta=eta):
+                a = eta * (state["k"] + 2) / (2 * L_eff)
+                A, A1 = state["A"], state["A"] + a
+                x = (A * state["y"] + a * state["z"]) / A1
+                state["z"] = state["z"] - a * problem._grads(x.expand(problem.n, problem.d), None).mean(0)
+                state["y"] = (A * state["y"] + a * state["z"]) / A1
+                state["A"], state["k"] = A1, state["k"] + 1
+
+            for _ in range(3):
+                by_hand()
+                one_round()
+            assert torch.allclose(state["y"], method.x, rtol=1e-12, atol=1e-14), "(L0, L1)-STM by hand differs"
         floor = recorded_oracles(problem, one_round, rounds)
         fns[f"{label} round"] = (lambda f=one_round: [f() for _ in range(rounds)])
         fns[f"{label}: its oracle calls"] = (lambda f=floor: [f() for _ in range(rounds)])
-        if label == "l0l1_gd":
-            fns["l0l1_gd round by hand (torch)"] = (lambda f=by_hand: [f() for _ in range(rounds)])
+        if label in ("l0l1_gd", "l0l1_stm"):
+            fns[f"{label} round by hand (torch)"] = (lambda f=by_hand: [f() for _ in range(rounds)])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; logistic regression "
           f"{problem.n} clients x {args.samples} samples x {problem.d} features, float64, blocks of {rounds} rounds, "
           f"{args.repeats} interleaved repeats (median)")
@@ -90,7 +106,8 @@ def main() -> None:
     worst = max(ratios[f"{m} round"] for m in SPECS)
     print("\ntarget: a round <= 1.5 x its oracle calls: " + "  ".join(f"{m} {ratios[f'{m} round']:.2f} x" for m in SPECS)
           + f"  {'met' if worst <= 1.5 else 'NOT met'}; (L0,L1)-GD by hand / floor = "
-          f"{ratios['l0l1_gd round by hand (torch)']:.2f}")
+          f"{ratios['l0l1_gd round by hand (torch)']:.2f}; (L0,L1)-STM by hand / floor = "
+          f"{ratios['l0l1_stm round by hand (torch)']:.2f}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ SCRIPTS = {
                               r"DProx-clipped-SGD-shift [\d.]+ x(.|\n)*clipped-SGDA [\d.]+ x  clipped-SEG [\d.]+ x"),
     "bench_l0l1_biased.py": (["--clients", "4", "--samples", "30", "--repeats", "2"],
                              r"target: a round <= 1\.5 x its oracle calls: l0l1_gd [\d.]+ x  polyak_gd [\d.]+ x  "
-                             r"adgd [\d.]+ x  biased_sgd [\d.]+ x"),
+                             r"adgd [\d.]+ x  biased_sgd [\d.]+ x  l0l1_stm [\d.]+ x"),
     "bench_mast.py": (["--clients", "4", "--samples", "50", "--dim", "10", "--repeats", "2"],
                       r"target: a round <= 1\.5 x its oracle calls: DSGD [\d.]+ x  L-SVRDSG [\d.]+ x"),
     "bench_riemannian.py": (["--clients", "2", "--samples", "100", "--dim", "10", "--spd-samples", "20", "--k", "3",

@@ -3,7 +3,8 @@ Richtárik, Horváth, Takáč (2024), "Methods for convex (L0, L1)-smooth optimi
 acceleration, and adaptivity" (arXiv 2409.14989). Only the paper's first page could be read here:
 the methods below are the ones it names (GD with smoothed clipping, GD with Polyak stepsizes, AdGD),
 written from their standard definitions; the paper's constants and theorem numbers are **not
-confirmed**. Its accelerated method could not be read and is not implemented.
+confirmed**. Its accelerated method could not be read; :mod:`.stm` implements an accelerated scheme with a
+guarantee derived here instead (``l0l1_stm``).
 
 Each round every client sends its full local gradient (d floats; Polyak also its loss, one float) and
 the server broadcasts the new model, as for :class:`~optsim.methods.baselines.GD`.
