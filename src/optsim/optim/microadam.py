@@ -116,8 +116,10 @@ def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, 
         torch.addcmul(bias[:, b0:b0 + nbv, None], xv, inv[:, b0:b0 + nbv, None], out=cv)
         b0 += nbv
     code.clamp_(0, _LEVELS)                     # in [0, 15.5]: the conversion to uint8 truncates, i.e. floors
+    c16 = _empty(scratch, "q16", (N, even), torch.int16, x.device)
+    c16.copy_(code)                             # float -> int16 -> uint8: 3 x faster than float -> uint8
     c8 = _empty(scratch, "q8", (N, even), torch.uint8, x.device)
-    c8.copy_(code)
+    c8.copy_(c16)
     if codes is None:
         codes = torch.empty(N, even // 2, dtype=torch.uint8, device=x.device)
     _pack_nibbles(c8, codes, scratch)
@@ -152,7 +154,7 @@ def _pack_nibbles(c8: Tensor, codes: Tensor, scratch: Callable | None = None) ->
         codes.bitwise_or_(c8[:, 1::2])
         return
     w = c8.view(torch.int16)                    # (N, half): low byte = even entry, high byte = odd entry
-    t = _empty(scratch, "q16", tuple(w.shape), torch.int16, c8.device)
+    t = _empty(scratch, "q16", tuple(w.shape), torch.int16, c8.device)   # (the float -> int16 buffer is free)
     torch.bitwise_left_shift(w, 4, out=t)       # even << 4 in the low byte (its bits stay below bit 8)
     t.bitwise_or_(torch.bitwise_right_shift(w, 8))
     codes.copy_(t)                              # keeps the low byte
@@ -423,12 +425,7 @@ class MicroAdam(Optimizer):
                 flat, order = torch.sort(flat, stable=True)
                 flat, seg = torch.unique_consecutive(flat, return_inverse=True)
                 flat = flat.long()
-                mg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
-                sg = torch.zeros(flat.numel(), dtype=dt, device=p.device)
-                kk = V.numel() // (rows * N)
-                V = V.view(-1).index_select(0, order)
-                mg.index_add_(0, seg, V * w1.expand(rows, N, kk).reshape(-1).index_select(0, order))
-                sg.index_add_(0, seg, V.mul_(V).mul_(w2.expand(rows, N, kk).reshape(-1).index_select(0, order)))
+                mg, sg = _segment_sums(V * w1, V * V * w2, order, seg, flat.numel())
                 c1 = (1 - beta1) / (1 - beta1 ** t)
                 c2 = (1 - beta2) / (1 - beta2 ** t)
                 upd = mg.mul_(c1 * lr).div_(sg.mul_(c2).sqrt_().add_(eps))
@@ -451,6 +448,21 @@ class MicroAdam(Optimizer):
             _, chunk, _ = self._k(d, group)
             return -(-d // chunk) * chunk
         return d
+
+
+def _segment_sums(a: Tensor, b: Tensor, order: Tensor, seg: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``(sum_j a[order[j]] [seg[j] = i], the same for b)`` for i < n, each sum taken in j's order.
+    For float32 / float64 the pair (a, b) travels as one complex number, so the reordering and the
+    sums are one pass each (complex addition adds the parts separately: the same float sums)."""
+    if a.dtype in (torch.float32, torch.float64):
+        z = torch.view_as_complex(torch.stack([a.reshape(-1), b.reshape(-1)], dim=-1))
+        s = torch.zeros(n, dtype=z.dtype, device=z.device).index_add_(0, seg, z.index_select(0, order))
+        s = torch.view_as_real(s)
+        return s[:, 0], s[:, 1]
+    out = []
+    for v in (a, b):
+        out.append(torch.zeros(n, dtype=v.dtype, device=v.device).index_add_(0, seg, v.reshape(-1).index_select(0, order)))
+    return out[0], out[1]
 
 
 def _exact_topk(mag: Tensor, k: int, scratch: Callable | None = None) -> Tensor:
