@@ -36,6 +36,7 @@ local gradients per client and round).
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -55,8 +56,10 @@ def independent_sampling(p: torch.Tensor, m: torch.Tensor, weighting: str, gener
     counts = mask.sum(1)
     b = max(int(counts.max()), 1)
     rows, cols = mask.nonzero(as_tuple=True)  # row-major: each client's drawn samples in increasing order
-    idx = torch.zeros(n, b, dtype=torch.long)  # padding: sample 0, weight 0
-    idx[rows, mask.cumsum(1)[rows, cols] - 1] = cols  # drawn samples first, without a sort
+    first = torch.cumsum(counts, 0).sub_(counts)  # where each client's draws start in (rows, cols)
+    idx = torch.zeros(n * b, dtype=torch.long)  # padding: sample 0, weight 0
+    idx[torch.arange(rows.numel()).add_(rows * b - first[rows])] = cols  # drawn samples first, without a sort
+    idx = idx.view(n, b)
     real = torch.arange(b)[None, :] < counts[:, None]
     if weighting == "unbiased":
         w = 1.0 / (m.to(torch.float64)[:, None] * p.gather(1, idx).clamp_min(1e-300))
@@ -93,9 +96,10 @@ class BiasedSGD(Method):
         if self.problem.L_samples is None:
             raise ValueError("biased_sgd needs a finite-sum problem with per-sample smoothness constants (e.g. logreg)")
 
-    @property
+    @cached_property
     def probs(self) -> torch.Tensor:
-        """(n, M) inclusion probabilities p_ij (0 on padding)."""
+        """(n, M) inclusion probabilities p_ij (0 on padding; computed once: the problem and the
+        parameters are fixed for the method's life)."""
         Ls = self.problem.L_samples.to(torch.float64)
         real = Ls > 0
         if self.params.sampling == "uniform":
@@ -125,11 +129,15 @@ class BiasedSGD(Method):
         root = 1.0 / math.sqrt(L * c["A"] * K) if c["A"] > 0 else math.inf
         return min(1.0 / (L * c["B"]), root) if c["B"] is not None else root
 
+    @cached_property
+    def _m(self) -> torch.Tensor:
+        return self.problem.m.cpu()
+
     def init(self, x0):
         self.x = x0
 
     def step(self):
-        idx, w = independent_sampling(self.probs, self.problem.m.cpu(), self.params.weighting,
+        idx, w = independent_sampling(self.probs, self._m, self.params.weighting,
                                       self.ctx.generator("noise"))
         dev, dt = self.problem.device, self.problem.dtype
         G = self.problem.weighted_sample_grads(self.at_clients(self.x), idx.to(dev), w.to(dev, dt))
