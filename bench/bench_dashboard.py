@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from optsim.dashboard import make_server
+from optsim.dashboard.browser import headless_chromium
 from optsim.experiment import parse_config
 from optsim.experiment.store import ResultStore, run_hash
 from optsim.trace import COLUMNS, Trace
@@ -148,22 +148,10 @@ def floor_plot(path: Path) -> int:
 def browser_times(base: str, repeats: int) -> tuple[float, float, float] | None:
     """(seconds of loadRuns(), of loadPlot() with experiment "long", of the first page load: every view
     of every run, the server already warm) in headless Chromium, or None."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
+    b = headless_chromium()
+    if b is None:
         return None
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        from selenium.webdriver.support.ui import WebDriverWait
-    except ImportError:
-        return None
-    os.environ.setdefault("SE_OFFLINE", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--disable-gpu"):
-        options.add_argument(a)
-    b = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    from selenium.webdriver.support.ui import WebDriverWait
     try:
         b.set_script_timeout(600)
         t0 = time.perf_counter()

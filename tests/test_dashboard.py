@@ -9,7 +9,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 import socket
 import sqlite3
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from optsim.dashboard import CSP, make_server
+from optsim.dashboard.browser import headless_chromium
 from optsim.dashboard.data import Query, downsample_index
 from optsim.experiment import parse_config
 from optsim.experiment.build import build_problem
@@ -676,30 +676,9 @@ def test_launch_a_run_from_a_config_file_without_blocking_the_server(store_path,
 
 # ---- the page in a real browser ------------------------------------------------------------------------------------
 
-def _browser():
-    """A headless Chromium driven by Selenium, or None where it is not installed."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        return None
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        return None
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager never goes to the network
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-              "--disable-gpu", "--no-first-run", "--disable-extensions"):
-        options.add_argument(a)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    b = _browser()
+    b = headless_chromium(console_log=True)
     if b is None:
         pytest.skip("no headless Chromium: apt-get install chromium chromium-driver and pip install selenium")
     yield b
