@@ -57,15 +57,14 @@ def independent_sampling(p: torch.Tensor, m: torch.Tensor, weighting: str, gener
     b = max(int(counts.max()), 1)
     rows, cols = mask.nonzero(as_tuple=True)  # row-major: each client's drawn samples in increasing order
     first = torch.cumsum(counts, 0).sub_(counts)  # where each client's draws start in (rows, cols)
-    idx = torch.zeros(n * b, dtype=torch.long)  # padding: sample 0, weight 0
-    idx[torch.arange(rows.numel()).add_(rows * b - first[rows])] = cols  # drawn samples first, without a sort
-    idx = idx.view(n, b)
-    real = torch.arange(b)[None, :] < counts[:, None]
+    at = torch.arange(rows.numel()).add_(rows * b - first[rows])  # drawn samples first, without a sort
+    idx = torch.zeros(n * b, dtype=torch.long).index_put_((at,), cols)  # padding: sample 0, weight 0
     if weighting == "unbiased":
-        w = 1.0 / (m.to(torch.float64)[:, None] * p.gather(1, idx).clamp_min(1e-300))
+        w_drawn = 1.0 / (m.to(torch.float64)[rows] * p[rows, cols].clamp_min(1e-300))
     else:
-        w = (1.0 / counts.clamp_min(1).to(torch.float64))[:, None].expand(n, b)
-    return idx, torch.where(real, w, torch.zeros_like(w))
+        w_drawn = (1.0 / counts.clamp_min(1).to(torch.float64))[rows]
+    w = torch.zeros(n * b, dtype=torch.float64).index_put_((at,), w_drawn)
+    return idx.view(n, b), w.view(n, b)
 
 
 class BiasedSGDParams(MethodParams):
