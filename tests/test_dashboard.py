@@ -625,7 +625,8 @@ def test_launch_a_run_from_a_config_file_without_blocking_the_server(store_path,
            "problem": {**BASE["problem"], "clients": 5}, "stop": {"max_rounds": 30}}
     short, long_ = tmp_path / "short.yaml", tmp_path / "long.yaml"
     short.write_text(json.dumps(cfg))
-    long_.write_text(json.dumps({**cfg, "name": "long", "stop": {"max_rounds": 10**7}, "log_every": 10**6}))
+    long_.write_text(json.dumps({**cfg, "name": "long", "out": str(tmp_path / "out_long"),  # its own folder: it may
+                                 "stop": {"max_rounds": 10**7}, "log_every": 10**6}))       # record its config before the stop
     (tmp_path / "typo.yaml").write_text(json.dumps({**cfg, "stopp": {"max_rounds": 3}}))
     srv = make_server(store, port=0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
