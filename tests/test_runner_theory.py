@@ -135,6 +135,12 @@ def test_clear_errors(logreg):
         parse_config({"problem": {"name": "logreg"}, "methods": ["gd"], "stop": {"max_round": 5}})
     with pytest.raises(ConfigError, match="unknown key; did you mean 'clients'"):
         parse_config({"problem": {"name": "logreg", "client": 5}, "methods": ["gd"]})
+    for name, typo, fix in (("sphere_pca", "dimm", "dim"), ("stiefel_pca", "pp", "p"), ("karcher_spd", "kk", "k"),
+                            ("quadratic_game", "muu", "mu"), ("linear_system", "roww", "rows")):
+        # every problem kind names its own fields (the union's tag is not part of the key's path)
+        with pytest.raises(ConfigError, match=rf"^config error: problem\.{typo}: unknown key; did you mean '{fix}'\? "
+                                              rf"\(allowed: .*\b{fix}\b"):
+            parse_config({"problem": {"name": name, typo: 3}, "methods": ["gd"]})
     bad_k = parse_config({"problem": {"name": "logreg"}, "methods": [{"name": "diana", "compressor": {"name": "rand_k", "k": 99}}]})
     with pytest.raises(ConfigError, match="k = 99 but the dimension is d = 12"):
         validate_methods(bad_k, logreg)

@@ -15,7 +15,7 @@ METRICS = ("f_gap", "grad_norm_sq", "dist_sq", "loss")
 #: Trace columns a figure may show on its y axis: the metrics and the columns some problems add
 #: (held-out metrics of neural problems, linear systems' residual, Riemannian errors, privacy's epsilon).
 PLOT_METRICS = (*METRICS, "test_loss", "test_accuracy", "test_perplexity", "residual_sq", "eig_error", "sphere_error",
-                "riem_dist_sq", "min_eig", "epsilon")
+                "riem_dist_sq", "min_eig", "subspace_error", "stiefel_error", "epsilon")
 AXES = ("rounds", "comm_rounds", "bits_up", "bits_down", "grad_evals", "func_evals", "sim_time", "wall_time")
 
 __all__ = ["Trace", "COLUMNS", "STATUSES", "METRICS", "PLOT_METRICS", "AXES", "safe_filename"]

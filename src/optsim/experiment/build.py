@@ -78,6 +78,11 @@ def build_problem(cfg: ExperimentConfig) -> Problem:
         from ..problems.riemannian import SpherePCA
 
         return SpherePCA.generate(pc.clients, pc.samples, pc.dim, gap=pc.gap, seed=seed, dtype=dtype, device=cfg.device)
+    if pc.name == "stiefel_pca":
+        from ..problems.riemannian import StiefelPCA
+
+        return StiefelPCA.generate(pc.clients, pc.samples, pc.dim, pc.p, gap=pc.gap, seed=seed, dtype=dtype,
+                                   device=cfg.device)
     if pc.name == "karcher_spd":
         from ..problems.riemannian import KarcherSPD
 

@@ -9,7 +9,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
 from pydantic import (
@@ -227,6 +227,29 @@ class SpherePCAConfig(Strict):
     gap: float = Field(0.3, gt=0, lt=1)
 
 
+class StiefelPCAConfig(Strict):
+    """The leading p-dimensional eigenspace on the Stiefel manifold St(dim, p), samples split among
+    clients (:class:`optsim.problems.riemannian.StiefelPCA`; Riemannian methods only, which step there
+    with the polar retraction and the projection vector transport)."""
+
+    name: Literal["stiefel_pca"]
+    data_seed: int | None = None
+    clients: PositiveInt = 1
+    #: samples per client
+    samples: PositiveInt = 200
+    dim: int = Field(10, ge=2)
+    #: the subspace dimension (the model has dim x p entries); below dim
+    p: PositiveInt = 2
+    #: the population eigengap 1 - lambda_{p+1} / lambda_p
+    gap: float = Field(0.3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _p_below_dim(self):
+        if self.p >= self.dim:
+            raise ValueError(f"p must be below dim, got p={self.p}, dim={self.dim}: lower p or raise dim")
+        return self
+
+
 class KarcherSPDConfig(Strict):
     """The Karcher mean of SPD matrices split among clients (:class:`optsim.problems.riemannian.KarcherSPD`;
     Riemannian methods only)."""
@@ -276,7 +299,7 @@ class QuadraticGameConfig(Strict):
 
 
 ProblemConfig = Annotated[Union[GLMConfig, QuadraticConfig, LinearSystemConfig, NeuralConfig, SpherePCAConfig,
-                                KarcherSPDConfig, QuadraticGameConfig],
+                                StiefelPCAConfig, KarcherSPDConfig, QuadraticGameConfig],
                          Field(discriminator="name")]
 
 
@@ -490,9 +513,16 @@ class ExperimentConfig(Strict):
         return [m.get("label", m["name"]) for m in self.methods]
 
 
+def _problem_tags() -> dict[str, type[BaseModel]]:
+    """Each problem config's ``name`` (the union's tag, which pydantic puts in error locations) and its class."""
+    union = get_args(ProblemConfig)[0]
+    return {tag: cls for cls in get_args(union) for tag in get_args(cls.model_fields["name"].annotation)}
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """The field names of the sub-model that ``loc`` (a pydantic error location) points into."""
     cur: Any = model
+    tags = _problem_tags()
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -500,14 +530,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
             ann = cur.model_fields[part].annotation
             args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
             cur = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if len(args) == 1 else None)
-        elif cur is None and part in ("logreg", "logreg_nonconvex", "least_squares"):
-            cur = GLMConfig
-        elif cur is None and part == "quadratic":
-            cur = QuadraticConfig
-        elif cur is None and part == "neural":
-            cur = NeuralConfig
-        elif cur is None and part == "quadratic_game":
-            cur = QuadraticGameConfig
+        elif cur is None and part in tags:
+            cur = tags[part]
         else:
             return None
     if isinstance(cur, type) and issubclass(cur, BaseModel):
@@ -518,8 +542,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
 def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     e = err.errors()[0]
     loc = tuple(e["loc"])
-    where = ".".join(str(p) for p in loc if p not in ("logreg", "logreg_nonconvex", "least_squares", "quadratic", "neural",
-                                                      "quadratic_game")) or "config"
+    tags = _problem_tags()
+    where = ".".join(str(p) for p in loc if p not in tags) or "config"
     if e["type"] == "extra_forbidden":
         allowed = _fields_at(model, loc) or []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)

@@ -58,7 +58,7 @@ def evaluate(problem: Problem, x: torch.Tensor) -> dict[str, float]:
     if problem.f_star is not None:
         out["f_gap"] = out["loss"] - problem.f_star
     if problem.x_star is not None:  # also a VI's z* (f_star None: its loss is a payoff, without a gap)
-        out["dist_sq"] = float((x - problem.x_star).pow(2).sum())
+        out["dist_sq"] = float(problem.dist_sq(x))
     out.update(problem.extra_metrics(x))  # e.g. held-out accuracy of neural problems
     return out
 
@@ -72,7 +72,7 @@ def evaluate_many(problem: Problem, X: torch.Tensor) -> list[dict[str, float]]:
         loss = loss + problem.nonsmooth.value(X.to(loss.dtype))
     rows = [{"loss": f, "grad_norm_sq": gn} for f, gn in zip(loss.tolist(), g.pow(2).sum(-1).tolist())]
     if problem.x_star is not None:
-        for row, dist in zip(rows, (X - problem.x_star).pow(2).sum(-1).tolist()):
+        for row, dist in zip(rows, problem.dist_sq(X).tolist()):
             if problem.f_star is not None:
                 row["f_gap"] = row["loss"] - problem.f_star
             row["dist_sq"] = dist

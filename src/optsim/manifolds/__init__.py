@@ -9,7 +9,10 @@ constant zeta of Zhang & Sra (2016) that the Riemannian methods' theorems use:
   Euclidean counterpart on it;
 * :class:`Sphere` -- the unit sphere S^{d-1} in R^d with the round metric (great circles);
 * :class:`SPD` -- symmetric positive definite k x k matrices with the affine-invariant metric
-  <U, V>_X = tr(X^{-1} U X^{-1} V), flattened to k^2 entries.
+  <U, V>_X = tr(X^{-1} U X^{-1} V), flattened to k^2 entries;
+* :class:`Stiefel` -- orthonormal n x p frames with the embedded metric, flattened to n p entries; it has
+  no closed-form logarithm or parallel transport, so its ``exp`` / ``log`` / ``transport`` are the polar
+  retraction, its exact inverse and the projection vector transport (``exact_maps = False``).
 
 Why not geoopt: ``geoopt`` (0.5.1) installs next to the project's torch, but its sphere's ``transp``
 is a projection onto the new tangent space (a vector transport), not parallel transport, and the
@@ -22,5 +25,6 @@ defining properties (tests/test_riemannian.py).
 from .base import Euclidean, Manifold, curvature_zeta
 from .spd import SPD
 from .sphere import Sphere
+from .stiefel import Stiefel
 
-__all__ = ["SPD", "Euclidean", "Manifold", "Sphere", "curvature_zeta"]
+__all__ = ["SPD", "Euclidean", "Manifold", "Sphere", "Stiefel", "curvature_zeta"]

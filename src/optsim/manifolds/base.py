@@ -28,10 +28,15 @@ class Manifold:
     * ``transport_to(x, y, v)`` -- the same along the minimizing geodesic from x to y;
     * ``inner(x, u, v)``, ``norm(x, u)``, ``dist(x, y)``, ``proj(x, v)`` (orthogonal projection of an
       ambient vector onto the tangent space at x), ``contains(x, tol)``;
-    * ``kappa_min`` -- a lower bound of the sectional curvature (the zeta of :func:`curvature_zeta`).
+    * ``kappa_min`` -- a lower bound of the sectional curvature (the zeta of :func:`curvature_zeta`);
+    * ``exact_maps`` -- True when ``exp``, ``log`` and ``transport`` are the exact exponential map, its
+      inverse and parallel transport (the maps the S10 theorems are stated with); False when they are a
+      retraction, its inverse and a vector transport in their place (:class:`~optsim.manifolds.Stiefel`).
     """
 
     name: str = ""
+    #: exp / log / transport are the exact exponential map, logarithm and parallel transport
+    exact_maps: bool = True
     #: lower bound of the sectional curvature
     kappa_min: float = 0.0
     D: int

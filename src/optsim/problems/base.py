@@ -299,6 +299,12 @@ class Problem:
         s = self._solution
         return None if s is None else s[1]
 
+    def dist_sq(self, X: torch.Tensor) -> torch.Tensor:
+        """Squared distance of the models X (..., d) to the solution: ||X - x*||^2 (the ``dist_sq``
+        column). Problems whose minimizers form a set (an eigenvector up to its sign, an eigenspace up
+        to a rotation) override it with the distance to that set."""
+        return (X - self.x_star).pow(2).sum(-1)
+
     def _float64_copy(self) -> "Problem":
         """An uncounted float64 copy of this problem (x_star of a float32 problem is solved in float64)."""
         p = copy.copy(self)
