@@ -153,6 +153,10 @@ class Stiefel(Manifold):
     def transport_to(self, x, y, v):
         return self.proj(y, v)
 
+    def transporter(self, x, y):
+        """``v -> P_y(v)``: the projection transport to y needs no inverse retraction."""
+        return lambda v: self.proj(y, v)
+
     def inner(self, x, u, v):
         return (u * v).sum(-1)
 

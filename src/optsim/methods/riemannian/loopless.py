@@ -83,9 +83,9 @@ class RLSVRG(OnManifold, Method):
     def step(self):
         M, x, w = self.M, self.x, self.w
         new, old = paired_minibatch(self.problem, x, w, self.params.batch_size, self.ctx.generator("noise"))
-        u = M.log(w, x)  # the geodesic w -> x, shared by both transports
-        D = new - M.transport(w, u, old)
-        g = self.channel.uplink(self.channel.dense(D)) + M.transport(w, u, self.full_w)
+        T = M.transporter(w, x)  # from w to x: both vectors share its work
+        D = new - T(old)
+        g = self.channel.uplink(self.channel.dense(D)) + T(self.full_w)
         self.x = self.channel.broadcast(M.exp(x, -(self.gamma * g)))
         self.last_full = self.coin(self.p)
         if self.last_full:
