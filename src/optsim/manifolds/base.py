@@ -26,6 +26,7 @@ class Manifold:
     * ``log(x, y)`` -- its inverse Log_x(y) (the initial velocity of the minimizing geodesic x -> y);
     * ``transport(x, u, v)`` -- parallel transport of v (tangent at x) along t -> Exp_x(t u) to t = 1;
     * ``transport_to(x, y, v)`` -- the same along the minimizing geodesic from x to y;
+      ``transporter(x, y)`` -- that map as a function of v, its shared work done once;
     * ``inner(x, u, v)``, ``norm(x, u)``, ``dist(x, y)``, ``proj(x, v)`` (orthogonal projection of an
       ambient vector onto the tangent space at x), ``contains(x, tol)``;
     * ``kappa_min`` -- a lower bound of the sectional curvature (the zeta of :func:`curvature_zeta`);
