@@ -104,7 +104,7 @@ def main() -> None:
                 by_hand()
                 one_round()
             assert torch.allclose(state["x"], method.x, rtol=1e-12, atol=1e-14), "BiasedSGD by hand differs"
-        floor = recorded_oracles(problem, one_round, rounds)
+        floor = recorded_oracles(problem, one_round, rounds * args.repeats)  # fresh samples in every replay
         fns[f"{label} round"] = (lambda f=one_round: [f() for _ in range(rounds)])
         fns[f"{label}: its oracle calls"] = (lambda f=floor: [f() for _ in range(rounds)])
         if label in ("l0l1_gd", "l0l1_stm", "biased_sgd"):

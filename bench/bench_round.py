@@ -218,7 +218,9 @@ ORACLE_FLOOR = "oracle calls of "
 
 def recorded_oracles(problem, one_round, rounds: int):
     """A function replaying, per call, 1/``rounds`` of the uncounted oracle calls that ``rounds``
-    rounds of ``one_round`` made (so that its time per call is the oracle work of one round)."""
+    rounds of ``one_round`` made (so that its time per call is the oracle work of one round). Record as
+    many rounds as the timing replays when the calls draw random samples: each replay then reads the
+    rows a fresh round would, not the few sets a short record repeats (which stay warm in the caches)."""
     calls = []
     kinds = ("_grads", "_sample_grads", "_weighted_sample_grads", "_hessians", "_losses")
     for kind in kinds:
