@@ -15,3 +15,21 @@ def make(problem, spec, seed=0, x0=None):
     m = build_method(spec, problem, Channel(meter, problem.d), seed)
     m.init(torch.zeros(problem.d, dtype=torch.float64) if x0 is None else x0.clone())
     return m, meter
+
+
+def session_iterates(problem, spec, rounds: int, tol=None):
+    """(iterates, session): ``spec`` run on ``problem`` by the runner's Session for ``rounds`` rounds
+    (stopping early at f - f* <= ``tol``), with the model after every round (the first: x0)."""
+    from optsim.experiment.runner import Session
+    from optsim.reproduce.common import stop_config
+
+    s = Session(problem, spec, stop_config(rounds, tol=tol, log_every=1))
+    s.attach()
+    s.start()
+    s.end_round()
+    xs = [s.method.x.clone()]
+    while s.running:
+        s.step()
+        s.end_round()
+        xs.append(s.method.x.clone())
+    return xs, s

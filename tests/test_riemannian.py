@@ -16,6 +16,8 @@ from optsim.methods import METHODS
 from optsim.problems.riemannian import KarcherSPD, SpherePCA
 from optsim.reproduce.common import stop_config
 
+from _methods import session_iterates
+
 RIEMANNIAN = ("r_sgd", "r_svrg", "r_lsvrg", "r_page", "r_marina")
 
 
@@ -187,13 +189,7 @@ def _session(problem, spec, rounds=40, tol=None):
 
 
 def _iterates(problem, spec, rounds=40, tol=None):
-    s = _session(problem, spec, rounds, tol)
-    xs = [s.method.x.clone()]
-    while s.running:
-        s.step()
-        s.end_round()
-        xs.append(s.method.x.clone())
-    return xs, s
+    return session_iterates(problem, spec, rounds, tol)
 
 
 @pytest.mark.parametrize("riem, eucl", [

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from optsim.experiment.runner import Session
 from optsim.manifolds import SPD, Euclidean, Sphere, Stiefel
 from optsim.problems.riemannian import SpherePCA, StiefelPCA
-from optsim.reproduce.common import stop_config
+
+from _methods import session_iterates
 
 
 def _gen(seed=0):
@@ -249,16 +249,7 @@ def spca20():
 
 
 def _iterates(problem, spec, rounds, tol=None):
-    s = Session(problem, spec, stop_config(rounds, tol=tol, log_every=1))
-    s.attach()
-    s.start()
-    s.end_round()
-    xs = [s.method.x.clone()]
-    while s.running:
-        s.step()
-        s.end_round()
-        xs.append(s.method.x.clone())
-    return xs, s
+    return session_iterates(problem, spec, rounds, tol)
 
 
 @pytest.mark.parametrize("spec", [{"name": "r_lsvrg", "batch_size": 10}, {"name": "r_page"}])

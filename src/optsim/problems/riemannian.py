@@ -40,7 +40,35 @@ def _gather(Z: torch.Tensor, rows: torch.Tensor | None, idx: torch.Tensor) -> to
     return Z[c[:, None], idx]
 
 
-class SpherePCA(Problem):
+class _SampleCovariance(Problem):
+    """The PCA problems' shared constants, from the samples z_ij (``self.Z``, (n, m, d)): the spectrum of
+    C = (1/(n m)) sum_ij z_ij z_ij^T, L = 2 lambda_max(C), each client's L_i = 2 lambda_max(C_i) and each
+    sample's L_ij = 2 ||z_ij||^2 (the Euclidean Hessian of -||X^T z||^2 is -2 z z^T on each column)."""
+
+    @cached_property
+    def _spectrum(self):
+        Z = self.Z.to(torch.float64).cpu().numpy()
+        C = np.einsum("nmi,nmj->ij", Z, Z) / (self.n * Z.shape[1])
+        return np.linalg.eigh(C)
+
+    def _smoothness(self):
+        Z = self.Z.to(torch.float64)
+        C = torch.einsum("nmi,nmj->nij", Z, Z) / Z.shape[1]
+        return 2.0 * torch.linalg.eigvalsh(C)[:, -1]
+
+    def _global_smoothness(self):
+        return 2.0 * float(self._spectrum[0][-1])
+
+    @property
+    def L_samples(self) -> torch.Tensor:
+        return 2.0 * self.Z.to(torch.float64).pow(2).sum(-1).cpu()
+
+    @property
+    def L_sample_max(self) -> float:
+        return float(self.L_samples.max())
+
+
+class SpherePCA(_SampleCovariance):
     """The leading eigenvector of C = (1/(n m)) sum_ij z_ij z_ij^T: minimize f(x) = -x^T C x over the
     unit sphere, f_ij(x) = -(z_ij^T x)^2.
 
@@ -108,28 +136,6 @@ class SpherePCA(Problem):
         return -torch.bmm(Zr, X.unsqueeze(-1)).squeeze(-1).pow(2).mean(1)
 
     # ---- constants -------------------------------------------------------------------------------
-    @cached_property
-    def _spectrum(self):
-        Z = self.Z.to(torch.float64).cpu().numpy()
-        C = np.einsum("nmi,nmj->ij", Z, Z) / (self.n * Z.shape[1])
-        return np.linalg.eigh(C)
-
-    def _smoothness(self):
-        Z = self.Z.to(torch.float64)
-        C = torch.einsum("nmi,nmj->nij", Z, Z) / Z.shape[1]
-        return 2.0 * torch.linalg.eigvalsh(C)[:, -1]
-
-    def _global_smoothness(self):
-        return 2.0 * float(self._spectrum[0][-1])
-
-    @property
-    def L_samples(self) -> torch.Tensor:
-        return 2.0 * self.Z.to(torch.float64).pow(2).sum(-1).cpu()
-
-    @property
-    def L_sample_max(self) -> float:
-        return float(self.L_samples.max())
-
     @property
     def eigengap(self) -> float:
         w = self._spectrum[0]
@@ -168,7 +174,7 @@ class SpherePCA(Problem):
         return {"eig_error": 1.0 - c * c, "sphere_error": abs(float(x.to(torch.float64).norm()) - 1.0)}
 
 
-class StiefelPCA(Problem):
+class StiefelPCA(_SampleCovariance):
     """The leading p-dimensional eigenspace of C = (1/(n m)) sum_ij z_ij z_ij^T: minimize
     f(X) = -tr(X^T C X) over the Stiefel manifold St(d, p) (orthonormal d x p frames X, flattened row
     by row to d p entries), f_ij(X) = -||X^T z_ij||^2 -- :class:`SpherePCA`'s objective and data
@@ -271,28 +277,6 @@ class StiefelPCA(Problem):
         return -torch.bmm(Zr, self._frames(X)).pow(2).sum(-1).mean(1)
 
     # ---- constants -------------------------------------------------------------------------------
-    @cached_property
-    def _spectrum(self):
-        Z = self.Z.to(torch.float64).cpu().numpy()
-        C = np.einsum("nmi,nmj->ij", Z, Z) / (self.n * Z.shape[1])
-        return np.linalg.eigh(C)
-
-    def _smoothness(self):
-        Z = self.Z.to(torch.float64)
-        C = torch.einsum("nmi,nmj->nij", Z, Z) / Z.shape[1]
-        return 2.0 * torch.linalg.eigvalsh(C)[:, -1]
-
-    def _global_smoothness(self):
-        return 2.0 * float(self._spectrum[0][-1])
-
-    @property
-    def L_samples(self) -> torch.Tensor:
-        return 2.0 * self.Z.to(torch.float64).pow(2).sum(-1).cpu()
-
-    @property
-    def L_sample_max(self) -> float:
-        return float(self.L_samples.max())
-
     @property
     def eigengap(self) -> float:
         """lambda_p - lambda_{p+1} of C."""
