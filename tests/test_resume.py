@@ -63,9 +63,19 @@ def _interrupt_at(problem, call: int, how: str):
     return lambda: [setattr(problem, n, fn) for n, fn in originals.items()]
 
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT delivered as Ctrl-C (Python's default handler) for the test, whatever this process
+    inherited: a shell starts background jobs with SIGINT ignored, and a run then (rightly) leaves it
+    ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("how", ["signal", "raise"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_resumed_run_equals_the_uninterrupted_run(case, how, tmp_path, tiny_logreg, capsys):
+def test_resumed_run_equals_the_uninterrupted_run(case, how, tmp_path, tiny_logreg, capsys, ctrl_c):
     cfg_dict, spec = CASES[case]
     cfg = parse_config({**cfg_dict, "methods": [spec]})
     problem = _problem(cfg, tiny_logreg)
