@@ -14,7 +14,8 @@ distances (one m x m x d matrix product, O(m^2 d) against the mean's O(m d)).
 sort, kthvalue, topk, quantile), so that the choice made in optsim.robust.aggregators can be
 checked on the machine at hand.
 
-Run: ``python bench/bench_aggregators.py`` (``--clients 20 --dim 50 --repeats 1`` for a smoke run).
+Run: ``python bench/bench_aggregators.py`` (``--clients 20 --dim 50 --repeats 1`` for a smoke run;
+``--device cuda`` on a GPU: the vectors live there, and every timing waits for the device).
 """
 from __future__ import annotations
 
@@ -57,18 +58,23 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--alternatives", action="store_true", help="also time other torch order-statistic calls")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
 
     m, d = args.clients, args.dim
     f = args.byzantine if args.byzantine is not None else m // 10
     dtype = getattr(torch, args.dtype)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
     g = torch.Generator().manual_seed(args.seed)
     X = torch.randn(m, d, generator=g, dtype=dtype)
     X[:f] += 10.0
+    X = X.to(device)  # (the same vectors on every device; the aggregators draw on the CPU and move the draws)
     size_mb = X.numel() * X.element_size() / 2 ** 20
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads, {os.cpu_count()} cores"
+    print(f"torch {torch.__version__}, {where}; "
           f"{m} clients x {d} coordinates {args.dtype} ({size_mb:.0f} MB), f = {f}, "
           f"{args.repeats} interleaved repeats (median)")
 
