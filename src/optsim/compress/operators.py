@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..bounds import clip_rows
+from ..rng import random_k_mask
 from .base import Compressor, index_bits, make_compressor, register_compressor
 
 __all__ = ["Identity", "RandK", "TopK", "PermK", "Natural", "QSGD", "Sign", "ScaledSign",
@@ -97,27 +98,6 @@ def _columns(d: int, kind, reverse: bool = False) -> np.ndarray:
     cols = np.arange(d - 1, -1, -1, dtype=kind) if reverse else np.arange(d, dtype=kind)
     cols.flags.writeable = False
     return cols
-
-
-def random_k_mask(m: int, d: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Boolean CPU mask (m, d) of k coordinates per row, each row's set uniformly random among the
-    k-subsets and independent of the others: the k smallest of d random integer keys per row.
-
-    A key's low ceil(log2 d) bits are replaced by its column, so that the keys of a row are
-    distinct (exactly k smallest; the subset is uniform up to ties of the random high bits, at least
-    24 of them as in a float32 uniform). Keys are int32 for d <= 256 (two keys from each 64-bit
-    draw), int64 beyond (at least 36 random bits for d < 2^27). The k-th smallest key of each row
-    by numpy's introselect on the keys, then ``keys <= it`` (bench/RESULTS.md: 2 x faster than
-    float keys and an index selection)."""
-    b = index_bits(d)
-    if b <= 8:
-        draw = torch.randint(-2 ** 63, 2 ** 63 - 1, (m, (d + 1) // 2), generator=generator, dtype=torch.int64)
-        keys, kind = draw.numpy().view(np.int32)[:, :d], np.int32
-    else:
-        keys = torch.randint(-2 ** 63, 2 ** 63 - 1, (m, d), generator=generator, dtype=torch.int64).numpy()
-        kind = np.int64
-    keys = (keys & kind(-(1 << b))) | _columns(d, kind)
-    return torch.from_numpy(keys <= np.partition(keys, k - 1, axis=1)[:, k - 1:k])
 
 
 @register_compressor

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..rng import random_k_mask
 from .base import Problem
 from .glm import LeastSquares
 
@@ -179,10 +180,8 @@ class DiagonalSketch:
         if self.kind in ("bernoulli", "dropout"):
             keep = torch.rand(m, d, generator=generator, dtype=torch.float64) < self.p
             scale = 1.0 / self.p if self.kind == "bernoulli" else 1.0
-        else:  # a uniformly random k-subset per row: the k smallest of d uniform keys
-            keys = torch.rand(m, d, generator=generator, dtype=torch.float64)
-            keep = torch.zeros(m, d, dtype=torch.bool)
-            keep.scatter_(1, keys.topk(self.k, dim=1, largest=False).indices, True)
+        else:  # a uniformly random k-subset per row (the rand-k compressor's draw)
+            keep = random_k_mask(m, d, self.k, generator)
             scale = d / self.k
         return (keep.to(torch.float64) * scale).to(device=device, dtype=dtype)
 
