@@ -194,3 +194,25 @@ def test_l0l1_stm_beats_gd_by_about_sqrt_kappa_on_an_ill_conditioned_quadratic()
     growth = ratios[1e4] / ratios[1e2]
     assert 5.0 <= growth <= 20.0, ratios
     assert ratios[1e4] >= math.sqrt(1e4) / 10, ratios
+
+
+def test_l0l1_gd_clipped_rule_takes_the_clipped_step_and_decreases_f():
+    """clipping: hard: t = min(eta / L0, eta / (L1 |g|)) (by hand, step for step) and the derived decrease
+    f(x+) <= f(x) - t g^2 (1 - eta e^eta) at eta = 1/2, from x0 = 30 on a cosh, down to f - f* < 1e-12;
+    with L1 = 0 it is GD with stepsize eta / L0."""
+    p = _cosh_1d()
+    x0 = torch.tensor([30.0], dtype=torch.float64)
+    tr = _run(p, {"name": "l0l1_gd", "clipping": "hard"}, 400, x0=x0)
+    loss = tr["loss"]
+    assert np.all(np.diff(loss) <= 0) and tr["f_gap"][-1] < 1e-12
+    L0, L1, x = p.L0, p.L1, 30.0
+    for k in range(5):
+        g = 2.0 * math.sinh(x)
+        t = min(0.5 / L0, 0.5 / (L1 * abs(g)))
+        assert loss[k] - loss[k + 1] >= t * g * g * (1 - 0.5 * math.exp(0.5)) * (1 - 1e-12)
+        x -= t * g
+        assert p.loss(torch.tensor([x], dtype=torch.float64)) == pytest.approx(loss[k + 1], rel=1e-12)
+    q = Quadratic.generate(4, 6, L=3.0, mu=0.1, seed=0)
+    a = _run(q, {"name": "l0l1_gd", "clipping": "hard", "L0": q.L, "L1": 0.0, "stepsize": 0.7}, 30)
+    b = _run(q, {"name": "gd", "stepsize": 0.7 / q.L}, 30)
+    assert np.array_equal(a["loss"], b["loss"])
