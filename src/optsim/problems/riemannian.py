@@ -41,9 +41,19 @@ def _gather(Z: torch.Tensor, rows: torch.Tensor | None, idx: torch.Tensor) -> to
 
 
 class _SampleCovariance(Problem):
-    """The PCA problems' shared constants, from the samples z_ij (``self.Z``, (n, m, d)): the spectrum of
+    """The PCA problems' shared oracle plumbing and constants, from the samples z_ij (``self.Z``, (n, m, d)): the spectrum of
     C = (1/(n m)) sum_ij z_ij z_ij^T, L = 2 lambda_max(C), each client's L_i = 2 lambda_max(C_i) and each
     sample's L_ij = 2 ||z_ij||^2 (the Euclidean Hessian of -||X^T z||^2 is -2 z z^T on each column)."""
+
+    def _rgrad(self, X: torch.Tensor, Zr: torch.Tensor) -> torch.Tensor:
+        """The Riemannian gradients at the models X of the clients' samples Zr (r, b, d)."""
+        raise NotImplementedError
+
+    def _grads(self, X, rows):
+        return self._rgrad(X, self.Z if rows is None else self.Z[rows])
+
+    def _sample_grads(self, X, rows, idx):
+        return self._rgrad(X, _gather(self.Z, rows, idx))
 
     @cached_property
     def _spectrum(self):
@@ -124,12 +134,6 @@ class SpherePCA(_SampleCovariance):
         proj = torch.bmm(Zr, X.unsqueeze(-1))                              # (r, b, 1)
         eg = torch.bmm(Zr.transpose(1, 2), proj).squeeze(-1) * (-2.0 / Zr.shape[1])
         return eg - (X * eg).sum(-1, keepdim=True) * X
-
-    def _grads(self, X, rows):
-        return self._rgrad(X, self.Z if rows is None else self.Z[rows])
-
-    def _sample_grads(self, X, rows, idx):
-        return self._rgrad(X, _gather(self.Z, rows, idx))
 
     def _losses(self, X, rows):
         Zr = self.Z if rows is None else self.Z[rows]
@@ -265,12 +269,6 @@ class StiefelPCA(_SampleCovariance):
         eg = torch.bmm(Zr.transpose(1, 2), torch.bmm(Zr, Xm)) * (-2.0 / Zr.shape[1])  # (r, dim, p)
         XtG = torch.bmm(Xm.transpose(1, 2), eg)
         return (eg - torch.bmm(Xm, 0.5 * (XtG + XtG.transpose(1, 2)))).reshape(X.shape)
-
-    def _grads(self, X, rows):
-        return self._rgrad(X, self.Z if rows is None else self.Z[rows])
-
-    def _sample_grads(self, X, rows, idx):
-        return self._rgrad(X, _gather(self.Z, rows, idx))
 
     def _losses(self, X, rows):
         Zr = self.Z if rows is None else self.Z[rows]
