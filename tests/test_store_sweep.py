@@ -208,7 +208,13 @@ def _start_sweep(tmp_path, store_path, *extra):
     cmd = [sys.executable, "-m", "optsim.cli", "sweep", str(cfg_path), "--jobs", "2", "--store", str(store_path), "-q",
            *extra]
     return cmd, env, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_ctrl_c_as_at_a_terminal)
+
+
+def _ctrl_c_as_at_a_terminal():
+    """SIGINT with its default action in the child, whatever this process inherited (a shell starts
+    background jobs, and so their children, with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _check_complete(store_path):
