@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -805,3 +806,34 @@ def test_page_in_a_headless_browser(browser, server, tmp_path):
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_a_stop_interrupts_the_run_at_a_round_even_when_sigint_was_ignored_at_start(tmp_path):
+    """A dashboard started in a shell's background has SIGINT ignored, and so would the runs it launches:
+    the launcher's stop (SIGINT) must still end the run at a round's end, interrupted and checkpointed
+    (not killed 10 s later with its row left 'running')."""
+    from optsim.dashboard.launch import Launcher
+
+    store = tmp_path / "runs.db"
+    cfg = {**BASE, "name": "bg", "out": str(tmp_path / "out"), "methods": [{"name": "gd"}],
+           "problem": {**BASE["problem"], "clients": 5}, "stop": {"max_rounds": 10**7}, "log_every": 10**6,
+           "checkpoint_every": 50}
+    (tmp_path / "long.yaml").write_text(json.dumps(cfg))
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what the child inherits, as in a background job
+    try:
+        launcher = Launcher(store, logs=tmp_path / "logs", cwd=tmp_path)
+        launcher.start(str(tmp_path / "long.yaml"))
+    finally:
+        signal.signal(signal.SIGINT, before)
+    t0 = time.time()
+    while time.time() - t0 < 120:  # the run is under way (its row is claimed)
+        rows = ResultStore(store, readonly=True).runs() if store.exists() else []
+        if rows and rows[0]["status"] == "running":
+            break
+        time.sleep(0.3)
+    time.sleep(1.0)
+    t1 = time.time()
+    status = launcher.stop()
+    assert status["state"] == "stopped" and time.time() - t1 < 9, status
+    assert status["returncode"] == 130, status.get("output")  # optsim's exit status after Ctrl-C
+    assert ResultStore(store, readonly=True).runs()[0]["status"] == "interrupted"

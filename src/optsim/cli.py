@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -441,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # set by the dashboard's launcher (optsim.dashboard.launch.CTRL_C_ENV), which stops a launch with SIGINT:
+    # Ctrl-C's action even where this process started with SIGINT ignored (a shell's background jobs do)
+    if os.environ.pop("OPTSIM_CTRL_C", None) and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -23,6 +23,10 @@ __all__ = ["KINDS", "LaunchBusy", "Launcher"]
 
 #: what the dashboard launches: the command line's ``run`` and ``sweep``
 KINDS = ("run", "sweep")
+#: set in a launched command's environment: :func:`optsim.cli.main` then restores Ctrl-C's action when
+#: the command started with SIGINT ignored (as a dashboard started in a shell's background does), so
+#: that a stop (SIGINT) interrupts the runs at a round's end with their checkpoints saved
+CTRL_C_ENV = "OPTSIM_CTRL_C"
 
 
 class LaunchBusy(RuntimeError):
@@ -75,7 +79,7 @@ class Launcher:
             with open(log, "wb") as out:
                 self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               cwd=self.cwd, start_new_session=True,
-                                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                              env={**os.environ, "PYTHONUNBUFFERED": "1", CTRL_C_ENV: "1"})
             self._info = {"id": self._count, "kind": kind, "config": str(config), "experiment": cfg.name,
                           "command": " ".join(["optsim", kind, str(config), "--store", str(self.store)]),
                           "pid": self._proc.pid, "log": str(log), "started": time.time(), "stopped": None}
