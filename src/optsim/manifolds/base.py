@@ -54,10 +54,12 @@ class Manifold:
     def transport_to(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.transport(x, self.log(x, y), v)
 
-    def transporter(self, x: torch.Tensor, y: torch.Tensor):
+    def transporter(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None):
         """``v -> transport_to(x, y, v)`` with the work it shares across vectors (the geodesic's initial
-        velocity ``log(x, y)``) done once: the variance-reduced methods move two vectors per step."""
-        u = self.log(x, y)
+        velocity ``log(x, y)``) done once: the variance-reduced methods move two vectors per step. ``u``:
+        the tangent at x with ``exp(x, u) = y`` when the caller took that step (then no ``log``)."""
+        if u is None:
+            u = self.log(x, y)
         return lambda v: self.transport(x, u, v)
 
     def inner(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,7 @@ class Euclidean(Manifold):
     def transport_to(self, x, y, v):
         return v
 
-    def transporter(self, x, y):
+    def transporter(self, x, y, u=None):
         return _identity
 
     def inner(self, x, u, v):

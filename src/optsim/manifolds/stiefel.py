@@ -53,11 +53,9 @@ class Stiefel(Manifold):
       when the solution S is positive definite (Y near X; for p = 1: <x, y> > 0).
     * ``transport``, the **projection vector transport** T_{X,U}(V) = P_{R_X(U)}(V) (AMS 2008,
       Section 8.1.3): tangent at the new point, not an isometry (it does not increase norms);
-      ``transport_to(X, Y, V) = P_Y(V)`` (the same map, since R_X(R_X^{-1}(Y)) = Y). The point
-      R_X(U) of the last ``exp(X, U)`` or ``log(X, Y)`` (then Y) is kept, keyed by the very tensor
-      objects and their in-place version counters, so that transports along the step just taken --
-      the Riemannian methods transport along the step or the inverse retraction they have just
-      computed -- retract nothing again.
+      ``transport_to(X, Y, V) = P_Y(V)`` (the same map, since R_X(R_X^{-1}(Y)) = Y), and
+      ``transporter(X, Y)`` is ``V -> P_Y(V)``: the methods' transports along the step just taken, or to
+      a point they already hold, retract and invert nothing.
     * ``dist(X, Y)`` = ||R_X^{-1}(Y)||_F: the retraction-based distance (the base class's norm of
       ``log``), not the geodesic distance (not symmetric in X, Y in general).
     * ``kappa_min``: the sectional curvature of the embedded metric, by the Gauss equation of the
@@ -105,7 +103,7 @@ class Stiefel(Manifold):
     def exp(self, x, u):
         """The polar retraction R_x(u) (not the exponential map; see the class docstring)."""
         X, U = torch.broadcast_tensors(self.mat(x), self.mat(u))
-        return self._remember(x, u, self.flat(self._polar(X + U)))
+        return self.flat(self._polar(X + U))
 
     def log(self, x, y):
         """The inverse polar retraction R_x^{-1}(y) (not the logarithm; see the class docstring)."""
@@ -119,42 +117,18 @@ class Stiefel(Manifold):
         K = K.reshape(*A.shape[:-2], p * p, p * p)
         rhs = (2 * I).reshape(p * p).expand(*A.shape[:-2], p * p)
         S = _sym(torch.linalg.solve(K, rhs).reshape(A.shape))
-        u = self.flat(Y @ S - X)
-        self._remember(x, u, y)
-        return u
+        return self.flat(Y @ S - X)
 
     def transport(self, x, u, v):
         """The projection vector transport P_{R_x(u)}(v) (not parallel transport)."""
-        return self.proj(self._retracted(x, u), v)
-
-    # ---- the last retraction: a transport along the step just taken (or just inverted) needs none ----
-    _last: tuple | None = None
-
-    def _remember(self, x, u, y):
-        """Record R_x(u) = y for these tensor objects (with their in-place version counters) and return y."""
-        try:
-            self._last = (x, u, y, x._version, u._version, y._version)
-        except RuntimeError:  # inference tensors keep no version counter: nothing is remembered
-            self._last = None
-        return y
-
-    def _retracted(self, x, u):
-        """R_x(u): the recorded point when (x, u) are the very tensors, unchanged, of the last ``exp`` or
-        ``log`` (for ``log(x, y)`` that point is y itself, R_x(R_x^{-1}(y)) = y), else computed."""
-        last = self._last
-        if last is not None and last[0] is x and last[1] is u:
-            try:
-                if (x._version, u._version, last[2]._version) == last[3:]:
-                    return last[2]
-            except RuntimeError:
-                pass
-        return self.exp(x, u)
+        return self.proj(self.exp(x, u), v)
 
     def transport_to(self, x, y, v):
         return self.proj(y, v)
 
-    def transporter(self, x, y):
-        """``v -> P_y(v)``: the projection transport to y needs no inverse retraction."""
+    def transporter(self, x, y, u=None):
+        """``v -> P_y(v)``: the projection transport to y needs neither the step u nor an inverse
+        retraction."""
         return lambda v: self.proj(y, v)
 
     def inner(self, x, u, v):

@@ -126,6 +126,7 @@ class RPAGE(OnManifold, PAGE):
             self.est.refresh(self._large(self.x), self.channel)
             return
         new, old = paired_minibatch(self.problem, self.x, x_old, self.small_batch, self.ctx.generator("noise"))
-        self.est.g = M.transport(x_old, u, self.est.g)
-        self.est.move(self._difference_message(new - M.transport(x_old, u, old)), self.channel)
+        T = M.transporter(x_old, self.x, u)  # along the step just taken
+        self.est.g = T(self.est.g)
+        self.est.move(self._difference_message(new - T(old)), self.channel)
 

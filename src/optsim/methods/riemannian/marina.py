@@ -49,6 +49,7 @@ class RMARINA(OnManifold, MARINA):
         if self.last_full:
             self.est.refresh(G, self.channel)
         else:
-            msg = self.compress(G - M.transport(x_old, u, self.G))
-            self.est.g = M.transport(x_old, u, self.est.g) + M.proj(self.x, self.channel.uplink(msg))
+            T = M.transporter(x_old, self.x, u)  # along the step just taken
+            msg = self.compress(G - T(self.G))
+            self.est.g = T(self.est.g) + M.proj(self.x, self.channel.uplink(msg))
         self.G = G
