@@ -423,3 +423,23 @@ def test_checkpoint_resume_of_a_method_holding_microadam_is_exact():
     assert whole.trace.status == resumed.trace.status == "finished"
     for col in ("loss", "test_accuracy"):
         assert list(whole.trace[col]) == list(resumed.trace[col])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kw", [{}, {"topk": "blockwise", "topk_block": 64, "value_dtype": torch.bfloat16}])
+def test_runs_on_cuda_as_on_the_cpu(kw):
+    """The same steps with the parameters on a GPU: every tensor of the step stays there, and the
+    iterates agree with the CPU's (float64: up to the devices' different summation orders)."""
+    cpu, gpu = _net(), _net().cuda()
+    X, Y = _X.cuda(), _Y.cuda()
+    o_cpu = MicroAdam(cpu.parameters(), lr=1e-2, m=4, density=0.3, quant_block=16, **kw)
+    o_gpu = MicroAdam(gpu.parameters(), lr=1e-2, m=4, density=0.3, quant_block=16, **kw)
+    for k in range(6):
+        rows = torch.arange(20) + 20 * (k % 2)
+        for model, opt, x, y in ((cpu, o_cpu, _X, _Y), (gpu, o_gpu, X, Y)):
+            opt.zero_grad()
+            ((model(x[rows.to(x.device)]) - y[rows.to(x.device)]) ** 2).mean().backward()
+            opt.step()
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        assert b.is_cuda and torch.isfinite(b).all()
+        torch.testing.assert_close(b.detach().cpu(), a.detach(), atol=1e-6, rtol=1e-6)

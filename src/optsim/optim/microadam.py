@@ -414,8 +414,8 @@ class MicroAdam(Optimizer):
                 rows = min(t, m)
                 ages = torch.remainder(slot - torch.arange(rows, dtype=torch.float64), m)
                 V = st["val"][:rows].to(dt)                                            # (rows, N, k)
-                w1 = (beta1 ** ages).to(dt).view(rows, 1, 1)
-                w2 = (beta2 ** ages).to(dt).view(rows, 1, 1)
+                w1 = (beta1 ** ages).to(device=p.device, dtype=dt).view(rows, 1, 1)
+                w2 = (beta2 ** ages).to(device=p.device, dtype=dt).view(rows, 1, 1)
                 width = self._width(d, group)
                 key = torch.int32 if N * width < 2 ** 31 else torch.int64   # int32 keys sort 2-3 x faster
                 flat = (self._positions(st, group, d, key)[:rows]
