@@ -65,6 +65,7 @@ import torch
 from pydantic import Field, PositiveFloat
 
 from ..base import Method, MethodParams, register_method
+from ..heavy_tailed.clipped import sstm_point, sstm_update
 from .gd import l0l1_constants
 
 __all__ = ["L0L1STM", "stm_effective_smoothness"]
@@ -116,10 +117,9 @@ class L0L1STM(Method):
             return float(self.params.L_eff)
         L0, L1 = l0l1_constants(self.problem, self.params.L0, self.params.L1)
         R0 = float(torch.linalg.vector_norm(x0.to(torch.float64) - self.problem.x_star.to(x0.device, torch.float64)))
-        L = stm_effective_smoothness(L0, L1, R0) if L1 * R0 < 700 else math.inf
-        if not math.isfinite(L):
+        if L1 * R0 >= 700:
             raise ValueError(f"l0l1_stm: L0 exp(L1 R0) overflows (L1 R0 = {L1 * R0:.4g}): set 'L_eff'")
-        return L
+        return stm_effective_smoothness(L0, L1, R0)
 
     def init(self, x0):
         self.x, self.z, self.A_sum, self.k = x0, x0.clone(), 0.0, 0
@@ -127,12 +127,10 @@ class L0L1STM(Method):
 
     def step(self):
         a = self.gamma * (self.k + 2) / (2.0 * self.L_eff)
-        A1 = self.A_sum + a
-        point = self.channel.broadcast((self.A_sum * self.x + a * self.z) / A1)
+        point = self.channel.broadcast(sstm_point(self.x, self.z, self.A_sum, a))
         g = self.channel.uplink(self.problem.grads(self.at_clients(point)))
-        self.z = self.z - a * g
-        self.x = (self.A_sum * self.x + a * self.z) / A1
-        self.A_sum, self.k = A1, self.k + 1
+        self.x, self.z, self.A_sum = sstm_update(self.x, self.z, self.A_sum, a, g, math.inf)  # no clipping
+        self.k += 1
 
     def trace_meta(self):
         return {"L_eff": self.L_eff}
