@@ -132,6 +132,19 @@ def test_dead_worker_ends_the_run_failed_and_keeps_the_trace(tmp_path):
         np.testing.assert_array_equal(trace["round"], np.arange(7))  # everything logged up to the death
 
 
+def test_a_survivor_stuck_in_a_wait_still_saves_the_run(tmp_path):
+    """A rank dies while the others sit in a wait inside C++ (a store or socket wait, up to the
+    collective timeout), where the launcher's SIGTERM cannot be handled: they are given longer than
+    the agent's shutdown timeout (5 s) and :data:`STOP_GRACE` before a SIGKILL, and rank 0 saves the
+    run when the wait returns."""
+    cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd"}], rounds=10**7))
+    with pytest.raises(DistributedRunError) as err:
+        launch(cfg, 3, progress=False, plot=False, timeout=20, fault=(2, 4, "kill", 6))
+    (t,) = err.value.traces
+    assert t.status == "failed" and t.last("round") >= 4
+    assert Trace.load(tmp_path / "out" / "traces" / "gd.json").status == "failed"
+
+
 def test_hung_worker_times_out(tmp_path):
     cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd"}], rounds=10**7))
     t0 = time.perf_counter()

@@ -118,13 +118,22 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
         from ..experiment.store import ResultStore
 
         store = ResultStore(job["store"])
-    fault = job.get("fault")  # (rank, round[, "kill" | "hang" | "stop"]): that rank dies, hangs or is stopped (tests)
+    # (rank, round[, "kill" | "hang" | "stop"[, seconds]]): that rank dies, hangs or is stopped (tests); with
+    # seconds, the other ranks then sit that long in a wait inside C++ (as in a store or socket wait),
+    # where a signal's Python handler cannot run
+    fault = job.get("fault")
 
     def kill_hook(session):
         if fault is not None and rank == fault[0] and session.k >= fault[1]:
             if len(fault) > 2 and fault[2] == "hang":
                 time.sleep(3600)
             os.kill(os.getpid(), signal.SIGSTOP if len(fault) > 2 and fault[2] == "stop" else signal.SIGKILL)
+        if fault is not None and len(fault) > 3 and rank != fault[0] and session.k == fault[1]:
+            try:
+                dist.distributed_c10d._get_default_store().wait(["optsim-never-set"],
+                                                                datetime.timedelta(seconds=float(fault[3])))
+            except Exception:  # the wait timed out, as the real one would
+                pass
 
     def save(trace):
         path = out / "traces" / f"{safe_filename(trace.label)}.json"
