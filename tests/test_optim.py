@@ -376,6 +376,27 @@ def test_optimizer_decreases_objective(name):
     assert math.isfinite(f1) and f1 < 0.7 * f0, (f0, f1)
 
 
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c[2] == "std"])
+def test_step_returns_the_closures_loss_computed_with_gradients(name):
+    """torch.optim's convention: step(closure) evaluates the closure with gradients enabled (step
+    itself runs without) and returns its loss; step() without a closure returns None."""
+    model = _mlp(bias=not CASES[name][0])
+    opt = _make(name, model)
+    seen = []
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(model)
+        loss.backward()
+        seen.append((loss, torch.is_grad_enabled()))
+        return loss
+
+    out = opt.step(closure)
+    assert seen and out is seen[0][0] and all(enabled for _, enabled in seen)
+    if name not in ("mast", "distance_free_muon", "gluon_mvr", "gluon_mvr_3"):  # these need the closure
+        assert opt.step() is None
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_state_dict_round_trip_gives_identical_iterates(name):
     no_bias, _, kind = CASES[name]

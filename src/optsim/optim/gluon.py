@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .closure import closure_loss
 from .lmo import MATRIX_NORMS, MUON_NS_COEFFICIENTS, lmo_many, resolve_norm
 
 __all__ = ["Scion", "Gluon", "GluonMVR", "LMOHessianCorrected"]
@@ -133,10 +134,7 @@ class Scion(_LayerwiseLMO):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             bufs = []
@@ -199,10 +197,7 @@ class Gluon(_LayerwiseLMO):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             bufs = [self._momentum(p) for p in params]

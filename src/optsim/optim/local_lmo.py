@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .closure import closure_loss
+
 __all__ = [
     "local_lmo_unconstrained",
     "local_lmo_affine",
@@ -281,10 +283,7 @@ class LocalLMO(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -70,6 +70,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .closure import closure_loss
 from .randomized import RandomizedOptimizer
 
 __all__ = ["AsymmetricLoRA", "ChainOfLoRA", "LoRA", "LoRAChain", "RACLoRA", "rac_lora_rate", "rac_lora_step",
@@ -221,10 +222,7 @@ class LoRAChain(RandomizedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr = group["lr"]
             for p in group["params"]:

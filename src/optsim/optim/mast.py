@@ -39,6 +39,7 @@ from collections.abc import Callable
 import torch
 
 from ..problems.sketched import SKETCH_KINDS, DiagonalSketch
+from .closure import closure_loss
 from .randomized import RandomizedOptimizer
 
 __all__ = ["MAST"]
@@ -115,12 +116,9 @@ class MAST(RandomizedOptimizer):
     def step(self, closure: Callable[[], float] | None = None):
         if closure is not None:
             self.sparsify()
-            with torch.enable_grad():
-                loss = closure()
-        else:
-            loss = None
-            if not self._sparse:
-                raise ValueError("MAST: call sparsify() before the forward pass, or pass a closure to step()")
+        elif not self._sparse:
+            raise ValueError("MAST: call sparsify() before the forward pass, or pass a closure to step()")
+        loss = closure_loss(closure)
         for g in self.param_groups:
             lr = g["lr"]
             for p in g["params"]:

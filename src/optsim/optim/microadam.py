@@ -60,6 +60,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .closure import closure_loss
+
 __all__ = ["MicroAdam", "dequantize_4bit", "quantize_4bit"]
 
 _LEVELS = 15  # 4 bits: codes 0..15
@@ -362,10 +364,7 @@ class MicroAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         if not hasattr(self, "_buffers"):
             self._buffers: dict = {}
         for group in self.param_groups:

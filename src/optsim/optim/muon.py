@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .lmo import MUON_NS_COEFFICIENTS, apply_batched, as_matrix, newton_schulz, norm_many
+from .closure import closure_loss
+from .lmo import (
+    MUON_NS_COEFFICIENTS,
+    apply_batched,
+    as_matrix,
+    newton_schulz,
+    norm_many,
+)
 
 __all__ = ["Muon", "DistanceAdaptiveMuon", "ScaleCalibratedMuon", "DistanceFreeMuon"]
 
@@ -143,17 +150,10 @@ class Muon(Optimizer):
         )
         return params, grads, ortho
 
-    @staticmethod
-    def _closure_loss(closure: Callable | None):
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
-
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
         """One Muon step. ``closure`` (optional) re-evaluates the loss and its gradient."""
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params, _, ortho = self._orthogonalized_momentum(group)
             lr, wd = group["lr"], group["weight_decay"]
@@ -210,7 +210,7 @@ class DistanceAdaptiveMuon(Muon):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params, _, ortho = self._orthogonalized_momentum(group)
             if not params:
@@ -266,7 +266,7 @@ class ScaleCalibratedMuon(Muon):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params, grads, ortho = self._orthogonalized_momentum(group)
             for p, g, o in zip(params, grads, ortho):
@@ -311,7 +311,7 @@ class DistanceFreeMuon(Muon):
         if closure is None:
             raise ValueError("DistanceFreeMuon needs the loss: call step(closure) with a closure that "
                              "zeroes the gradients, calls backward() and returns the loss")
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         per_group = [self._orthogonalized_momentum(g) for g in self.param_groups]
         all_grads = [g for _, grads, _ in per_group for g in grads]
         if not all_grads:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .closure import closure_loss
 from .randomized import RandomizedOptimizer
 
 __all__ = ["RCD", "RPT", "prefix_inclusion", "rcd_scales", "rpt_scales", "rpt_sketch_second_moment", "sketch_stepsize"]
@@ -137,10 +138,7 @@ class _BlockSketchGD(RandomizedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         c = self.draw()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self._pending = None
         self.state["step_scales"] = c.clone()
         for j, cj in enumerate(c.tolist()):
