@@ -4,6 +4,7 @@ of Algorithm 1, error-feedback telescoping, state memory against the paper's for
 round trips, and use on client rows in the simulator."""
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -216,6 +217,159 @@ def test_state_bytes_match_the_formula_and_the_papers_count():
     assert opt.optimizer_state_bytes() == d // 2 + 8 * m * k + 8 * math.ceil(d / 100_000)
     assert opt.optimizer_state_bytes() == MicroAdam.state_bytes_formula(d)
     assert opt.optimizer_state_bytes() / (8 * d) < 0.17   # Adam in float32 keeps 8 d bytes
+
+
+# ---- the fused CPU loops against the PyTorch kernels ---------------------------------------------------
+def _gradient_sequence(shape, steps, dtype, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for _ in range(steps)]
+
+
+FUSED_CASES = {
+    "threshold top-k, odd blocks": ((120_001,), dict(density=0.01, quant_block=999), torch.float32),
+    "float64, weight decay": ((70_000,), dict(density=0.02, quant_block=4096, weight_decay=0.1), torch.float64),
+    "plain top-k, small tensor": ((37, 11), dict(density=0.2, quant_block=7), torch.float32),
+    "blockwise top-k": ((50_001,), dict(density=0.05, topk="blockwise", topk_block=4096, quant_block=1000),
+                        torch.float32),
+    "batched rows": ((3, 70_001), dict(density=0.01, quant_block=513, batched=True), torch.float32),
+    "bfloat16 window": ((80_000,), dict(density=0.01, value_dtype=torch.bfloat16), torch.float32),
+    "exact error buffer": ((66_000,), dict(density=0.01, quant_bits=None), torch.float64),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_loops_keep_the_pytorch_steps_window_and_error_feedback(case):
+    """Both paths see the same gradients (not depending on the iterates): the window, the error
+    feedback's codes and statistics and the step counters are equal bit for bit at every step, and
+    the parameters agree to rounding (the fused update's IEEE sqrt against PyTorch's)."""
+    shape, kw, dtype = FUSED_CASES[case]
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
+    ps = [torch.nn.Parameter(x0.clone()) for _ in range(2)]
+    fused, plain = (MicroAdam([p], lr=0.01, m=4, fused=f, **kw) for p, f in zip(ps, (True, False)))
+    for g in _gradient_sequence(shape, 9, dtype):
+        for p, opt in zip(ps, (fused, plain)):
+            p.grad = g.clone()
+            opt.step()
+        sf, sp = fused.state[ps[0]], plain.state[ps[1]]
+        assert sf.keys() == sp.keys()
+        for key in sf:
+            assert torch.equal(sf[key], sp[key]), key
+        rtol = 1e-6 if dtype == torch.float32 else 1e-14
+        torch.testing.assert_close(ps[0].detach(), ps[1].detach(), rtol=rtol, atol=rtol * 1e-2)
+    assert not torch.equal(ps[0].detach(), x0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d, block", [(1, 1), (7, 3), (100, 7), (65_537, 1000), (10, 64), (70_001, 32_769)])
+def test_fused_dequantize_add_and_codes_are_the_quantizers_bit_for_bit(d, block, dtype):
+    from optsim.optim import microadam_kernels as kernels
+    from optsim.optim.microadam import block_coefficients, block_minmax
+
+    gen = torch.Generator().manual_seed(d + block)
+    x = (torch.randn(2, d, generator=gen, dtype=torch.float64) * torch.rand(2, 1, generator=gen, dtype=torch.float64)
+         ).to(dtype)
+    x[:, ::5] = 0.0                                         # repeated values and exact zeros
+    codes, lo, hi = quantize_4bit(x, block)
+    mine = torch.full_like(codes, 255)
+    _, _, inv, bias = block_coefficients(*block_minmax(x, block), dtype)
+    assert torch.equal(kernels.pack_codes(x, inv, bias, block, mine), codes)
+    g = torch.randn(2, d, generator=gen, dtype=torch.float64).to(dtype)
+    lo_c, u, _, _ = block_coefficients(lo, hi, dtype)
+    out = kernels.dequantize_add(codes, lo_c, u, g, block, torch.empty(2, d, dtype=dtype))
+    assert torch.equal(out, dequantize_4bit(codes, lo, hi, d, block, dtype) + g)
+
+
+def test_fused_candidates_are_the_ascending_positions_over_the_threshold():
+    from optsim.optim import microadam_kernels as kernels
+
+    a = torch.randn(3, 100_003, generator=torch.Generator().manual_seed(5))
+    a[1, 50_000:] *= 0.01                                   # rows with different counts
+    tau = torch.tensor([[2.0], [1.5], [3.0]])
+    cand, mag, count = kernels.candidates(a, tau, torch.empty(3, 100_003, dtype=torch.int32))
+    for n in range(3):
+        want = (a[n].abs() >= tau[n]).nonzero().view(-1)
+        c = int(count[n])
+        assert c == want.numel() and torch.equal(cand[n, :c], want)
+        assert torch.equal(mag[n, :c], a[n, want].abs()) and bool((mag[n, c:] == -1).all())
+
+
+def test_fused_choice_and_its_refusals():
+    p16 = torch.nn.Parameter(torch.zeros(10, dtype=torch.float16))
+    p16.grad = torch.ones(10, dtype=torch.float16)
+    MicroAdam([p16]).step()                                 # None: the PyTorch kernels where the loops do not apply
+    with pytest.raises(ValueError, match="fused=True needs"):
+        MicroAdam([p16], fused=True).step()
+    with pytest.raises(ValueError, match="fused must be"):
+        MicroAdam([p16], fused="yes")
+
+
+def test_a_state_with_unsorted_window_rows_loads_as_the_same_sets():
+    """Window rows were once stored in Top-K order: such a state loads sorted and steps on as the
+    state it was saved from."""
+    shape = (90_000,)
+    gs = _gradient_sequence(shape, 8, torch.float32, seed=3)
+    p = torch.nn.Parameter(torch.zeros(shape))
+    opt = MicroAdam([p], lr=0.01, m=3, density=0.01)
+    for g in gs[:5]:
+        p.grad = g.clone()
+        opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    st = sd["state"][0]
+    perm = torch.stack([torch.randperm(st["idx"].shape[-1]) for _ in range(3)]).view(3, 1, -1)
+    st["idx"], st["val"] = st["idx"].gather(-1, perm), st["val"].gather(-1, perm)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = MicroAdam([q], lr=0.01, m=3, density=0.01)
+    opt2.load_state_dict(sd)
+    for g in gs[5:]:
+        for x, o in ((p, opt), (q, opt2)):
+            x.grad = g.clone()
+            o.step()
+    assert torch.equal(p, q)
+
+
+def test_the_fused_loops_leave_torchs_thread_count_alone():
+    """numba's OpenMP pool shares PyTorch's runtime; starting it must not change the count a user set
+    (a fresh process: the pool starts once per process)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(1); from optsim.optim import MicroAdam; "
+            "p = torch.nn.Parameter(torch.ones(100_000)); p.grad = torch.randn(100_000); "
+            "MicroAdam([p], fused=True).step(); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "1"
+
+
+def _one_step(fused):
+    p = torch.nn.Parameter(torch.ones(100_000))
+    p.grad = torch.randn(100_000, generator=torch.Generator().manual_seed(9))
+    MicroAdam([p], lr=0.1, fused=fused).step()
+    return p.detach()
+
+
+def _step_in_a_fork(conn):
+    from optsim.optim import microadam_kernels as kernels
+
+    x = _one_step(None)
+    conn.send((kernels.applies(x), x.numpy()))   # (by value: a tensor would travel as shared memory)
+
+
+def test_a_forked_process_steps_with_the_pytorch_kernels():
+    """The fused loops' threads do not survive a fork: a forked child (after the parent ran them)
+    steps with the PyTorch kernels instead of hanging or aborting."""
+    import multiprocessing as mp
+
+    _one_step(True)                                         # the parent runs the fused loops first
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_step_in_a_fork, args=(send,))
+    child.start()
+    assert recv.poll(120)
+    applies, x = recv.recv()
+    child.join(60)
+    assert child.exitcode == 0
+    assert applies is False and torch.equal(torch.from_numpy(x), _one_step(False))
 
 
 # ---- torch.optim conventions -------------------------------------------------------------------------------

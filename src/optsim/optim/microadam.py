@@ -85,6 +85,27 @@ def _empty(scratch, name: str, shape: tuple, dtype: torch.dtype, device) -> Tens
     return scratch(name, math.prod(shape), dtype, device).narrow(0, 0, math.prod(shape)).view(shape)
 
 
+def block_minmax(x: Tensor, block: int, stat_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Per-block minimum and maximum (N, nb) of the rows of ``x`` (N, d), in ``stat_dtype``
+    (default ``x.dtype``): the statistics the quantizer stores."""
+    views = _block_views(x, block)             # (amin and amax: aminmax over a dimension is far slower on CPU)
+    lo = torch.cat([v.amin(dim=-1) for v in views], dim=1)
+    hi = torch.cat([v.amax(dim=-1) for v in views], dim=1)
+    if stat_dtype is not None:
+        lo, hi = lo.to(stat_dtype), hi.to(stat_dtype)
+    return lo, hi
+
+
+def block_coefficients(lo: Tensor, hi: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The quantizer's per-block numbers in ``dtype`` from the stored statistics: ``lo``, the step
+    ``u = (hi - lo)/15``, ``inv = 1/u`` (0 where ``u = 0``) and ``bias = 1/2 - lo inv``. A code is
+    ``floor(x inv + bias)`` clamped to 0..15; an entry is dequantized as ``lo + code u``."""
+    lo_c, hi_c = lo.to(dtype), hi.to(dtype)
+    u = (hi_c - lo_c) / _LEVELS
+    inv = torch.where(u > 0, 1.0 / torch.where(u > 0, u, torch.ones_like(u)), torch.zeros_like(u))
+    return lo_c, u, inv, 0.5 - lo_c * inv
+
+
 def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, codes: Tensor | None = None,
                   scratch: Callable | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """4-bit asymmetric block quantization of the rows of ``x`` (N, d).
@@ -99,15 +120,8 @@ def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, 
     dtype, device)``: work buffers to reuse (a 1-D tensor of at least ``numel`` entries).
     """
     N, d = x.shape
-    views = _block_views(x, block)             # (amin and amax: aminmax over a dimension is far slower on CPU)
-    lo = torch.cat([v.amin(dim=-1) for v in views], dim=1)
-    hi = torch.cat([v.amax(dim=-1) for v in views], dim=1)
-    if stat_dtype is not None:
-        lo, hi = lo.to(stat_dtype), hi.to(stat_dtype)
-    lo_c, hi_c = lo.to(x.dtype), hi.to(x.dtype)
-    u = (hi_c - lo_c) / _LEVELS
-    inv = torch.where(u > 0, 1.0 / torch.where(u > 0, u, torch.ones_like(u)), torch.zeros_like(u))
-    bias = 0.5 - lo_c * inv
+    lo, hi = block_minmax(x, block, stat_dtype)
+    _, _, inv, bias = block_coefficients(lo, hi, x.dtype)
     even = d + d % 2
     code = _empty(scratch, "qf", (N, even), x.dtype, x.device)
     if d % 2:
@@ -135,8 +149,7 @@ def dequantize_4bit(codes: Tensor, lo: Tensor, hi: Tensor, d: int, block: int, d
     N, half = codes.shape
     x = torch.empty(N, 2 * half, dtype=dtype, device=codes.device) if out is None else out[:, :2 * half]
     c8 = _unpack_nibbles(codes, scratch)
-    lo_c, hi_c = lo.to(dtype), hi.to(dtype)
-    u = (hi_c - lo_c) / _LEVELS
+    lo_c, u, _, _ = block_coefficients(lo, hi, dtype)
     b0 = 0
     for xv, cv in zip(_block_views(x[:, :d], block), _block_views(c8[:, :d], block)):
         nbv = xv.shape[1]
@@ -205,10 +218,19 @@ class MicroAdam(Optimizer):
             parameter's; ``torch.bfloat16`` as the authors' kernels).
         batched: treat the first dimension of every parameter as independent models (rows),
             each with its own Top-K, window and error feedback, in one batched step.
+        fused: run the step's passes over memory through the fused CPU loops of
+            :mod:`optsim.optim.microadam_kernels` (numba): ``None`` (default) where they apply
+            (contiguous float32 / float64 parameters on the CPU), ``True`` to require them,
+            ``False`` for the PyTorch kernels (every device). Both give the same window, error
+            feedback and Top-K; the parameters can differ in the last bit at a few positions (IEEE
+            ``sqrt`` against PyTorch's vectorized one).
 
-    Work buffers (not state, not counted): 5 floats and 2 bytes per entry of the largest
-    tensor, reused across steps (the error-corrected gradient, its magnitudes, the window's
-    moments); the update itself touches only the window's positions.
+    Work buffers (not state, not counted), reused across steps, per entry of the largest tensor:
+    the error-corrected gradient and 4 bytes of candidate positions (fused), or the gradient, its
+    magnitudes, the float codes and 4 bytes of small-integer codes and masks (PyTorch kernels).
+    The update itself touches only the window's positions. Each window row is kept in ascending
+    order of position (the row is a set; the order lets the fused update walk the window without
+    sorting it).
 
     ``m``, ``density``, ``quant_bits``, ``quant_block``, ``topk``, ``topk_block``,
     ``value_dtype`` and ``batched`` shape the state: they are read when a tensor's state is
@@ -225,7 +247,7 @@ class MicroAdam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, m: int = 10, density: float = 0.01, quant_bits: int | None = 4,
                  quant_block: int = 100_000, topk: str = "global", topk_block: int | None = None,
-                 value_dtype: torch.dtype | None = None, batched: bool = False) -> None:
+                 value_dtype: torch.dtype | None = None, batched: bool = False, fused: bool | None = None) -> None:
         if not lr >= 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -244,12 +266,14 @@ class MicroAdam(Optimizer):
             raise ValueError(f"topk must be 'global' or 'blockwise', got {topk!r}")
         if topk == "blockwise" and (topk_block is None or int(topk_block) != topk_block or topk_block < 1):
             raise ValueError("topk='blockwise' needs topk_block, an integer >= 1 (e.g. 4096)")
+        if fused not in (None, True, False):
+            raise ValueError(f"fused must be None (where it applies), True or False, got {fused!r}")
         if value_dtype is not None and not (isinstance(value_dtype, torch.dtype) and value_dtype.is_floating_point):
             raise ValueError(f"value_dtype must be a floating torch dtype or None, got {value_dtype!r}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, m=int(m), density=float(density),
                         quant_bits=quant_bits, quant_block=int(quant_block), topk=topk,
                         topk_block=None if topk_block is None else int(topk_block), value_dtype=value_dtype,
-                        batched=bool(batched))
+                        batched=bool(batched), fused=fused)
         super().__init__(params, defaults)
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -262,6 +286,16 @@ class MicroAdam(Optimizer):
                 for key, v in saved.get(pid, {}).items():
                     if torch.is_tensor(v) and key != "step":
                         self.state[p][key] = v.to(device=p.device, copy=True)
+                if "idx" in self.state[p]:
+                    self._sort_window(self.state[p], group, p)
+
+    def _sort_window(self, st: dict, group, p: Tensor) -> None:
+        """Each window row in ascending order of position (a state saved before rows were kept
+        sorted loads as the same sets)."""
+        _, d = self._shape(p, group)
+        order = self._positions(st, group, d).sort(dim=-1).indices
+        st["idx"] = st["idx"].gather(-1, order)
+        st["val"] = st["val"].gather(-1, order)
 
     # ---- state -------------------------------------------------------------------------------------
     @staticmethod
@@ -327,22 +361,34 @@ class MicroAdam(Optimizer):
         return rows * (m * k * (ib + value_bytes) + ef)
 
     # ---- step --------------------------------------------------------------------------------------
-    def _topk(self, a: Tensor, group) -> tuple[Tensor, Tensor]:
-        """(positions (N, k) int64 in a's rows, indices to store: the same, or relative to the chunk)."""
+    def _topk(self, a: Tensor, group, kernels=None) -> Tensor:
+        """Positions (N, k) int64 of the Top-K of ``|a|`` in a's rows (blockwise: in the padded
+        rows), in ascending order."""
         N, d = a.shape
         k, chunk, kc = self._k(d, group)
         if group["topk"] == "global":
-            mag = torch.abs(a, out=self._scratch("mag", N * d, a.dtype, a.device).narrow(0, 0, N * d).view(N, d))
-            pos = _exact_topk(mag, k, self._scratch)
-            return pos, pos
+            return _exact_topk(a, k, self._scratch, kernels)
         nch = -(-d // chunk)
         pad = nch * chunk - d
         mag = a.abs()
         if pad:
             mag = torch.cat([mag, mag.new_full((N, pad), -1.0)], dim=1)   # padding is never chosen
         rel = mag.view(N, nch, chunk).topk(kc, dim=2, sorted=False).indices       # (N, nch, kc)
-        pos = rel + (torch.arange(nch, device=a.device) * chunk)[None, :, None]
-        return pos.view(N, -1), rel.view(N, -1)
+        return _ascending((rel + (torch.arange(nch, device=a.device) * chunk)[None, :, None]).view(N, -1),
+                          nch * chunk)
+
+    @staticmethod
+    def _fused_kernels(p: Tensor, group):
+        """The fused loops' module where this tensor's step uses them, else None."""
+        if group["fused"] is False:
+            return None
+        from . import microadam_kernels as kernels
+
+        ok = p.is_contiguous() and kernels.applies(p)
+        if group["fused"] and not ok:
+            raise ValueError("fused=True needs contiguous float32 / float64 parameters on the CPU "
+                             "(fused=None uses the fused loops where they apply)")
+        return kernels if ok else None
 
     def _positions(self, st, group, d: int, dtype: torch.dtype = torch.int64) -> Tensor:
         """The window's indices as positions in the rows (m, N, k), in ``dtype``."""
@@ -383,27 +429,38 @@ class MicroAdam(Optimizer):
                 t = int(st["step"])
                 g = p.grad.reshape(N, d)
                 dt = g.dtype
+                kern = self._fused_kernels(p, group)
+                block = group["quant_block"]
                 # 1. error correction: a = g + Q^{-1}(e)
                 if group["quant_bits"] is None:
                     a = g + st["ef"]
+                elif kern is not None:
+                    lo_c, u, _, _ = block_coefficients(st["ef_lo"], st["ef_hi"], dt)
+                    a = kern.dequantize_add(st["ef"], lo_c, u, g, block,
+                                            self._scratch("a", N * d, dt, p.device).narrow(0, 0, N * d).view(N, d))
                 else:
                     work = self._scratch("a", N * (d + d % 2), dt, p.device).narrow(0, 0, N * (d + d % 2))
-                    a = dequantize_4bit(st["ef"], st["ef_lo"], st["ef_hi"], d, group["quant_block"], dt,
+                    a = dequantize_4bit(st["ef"], st["ef_lo"], st["ef_hi"], d, block, dt,
                                         out=work.view(N, d + d % 2), scratch=self._scratch)
                     a.add_(g)
-                # 2-3. Top-K into row (t - 1) mod m of the ring buffer
-                pos, rel = self._topk(a, group)
+                # 2-3. Top-K into row (t - 1) mod m of the ring buffer, in ascending order of position
+                pos = self._topk(a, group, kern)
                 vals = a.gather(1, pos)
                 slot = (t - 1) % m
-                st["idx"][slot] = rel.to(st["idx"].dtype)
+                _, chunk, _ = self._k(d, group)
+                st["idx"][slot] = (pos if group["topk"] == "global" else pos.remainder(chunk)).to(st["idx"].dtype)
                 st["val"][slot] = vals.to(st["val"].dtype)
                 # 4. the rest is the new (quantized) error
                 a.scatter_(1, pos, 0.0)
                 if group["quant_bits"] is None:
                     st["ef"].copy_(a)
                 else:
-                    _, lo, hi = quantize_4bit(a, group["quant_block"], st["ef_lo"].dtype, codes=st["ef"],
-                                              scratch=self._scratch)
+                    if kern is not None:
+                        lo, hi = block_minmax(a, block, st["ef_lo"].dtype)
+                        _, _, inv, bias = block_coefficients(lo, hi, dt)
+                        kern.pack_codes(a, inv, bias, block, st["ef"])
+                    else:
+                        _, lo, hi = quantize_4bit(a, block, st["ef_lo"].dtype, codes=st["ef"], scratch=self._scratch)
                     st["ef_lo"].copy_(lo)
                     st["ef_hi"].copy_(hi)
                 # 5. decoupled weight decay
@@ -413,9 +470,15 @@ class MicroAdam(Optimizer):
                 rows = min(t, m)
                 ages = torch.remainder(slot - torch.arange(rows, dtype=torch.float64), m)
                 V = st["val"][:rows].to(dt)                                            # (rows, N, k)
-                w1 = (beta1 ** ages).to(device=p.device, dtype=dt).view(rows, 1, 1)
-                w2 = (beta2 ** ages).to(device=p.device, dtype=dt).view(rows, 1, 1)
+                w1 = (beta1 ** ages).to(device=p.device, dtype=dt)
+                w2 = (beta2 ** ages).to(device=p.device, dtype=dt)
+                c1 = (1 - beta1) / (1 - beta1 ** t)
+                c2 = (1 - beta2) / (1 - beta2 ** t)
                 width = self._width(d, group)
+                if kern is not None:
+                    where = st["idx"] if group["topk"] == "global" else self._positions(st, group, d)
+                    kern.window_update(p.view(N, d), where[:rows], V, w1, w2, c1 * lr, c2, eps, width)
+                    continue
                 key = torch.int32 if N * width < 2 ** 31 else torch.int64   # int32 keys sort 2-3 x faster
                 flat = (self._positions(st, group, d, key)[:rows]
                         + (torch.arange(N, device=p.device, dtype=key) * width)[None, :, None]).reshape(-1)
@@ -424,9 +487,8 @@ class MicroAdam(Optimizer):
                 flat, order = torch.sort(flat, stable=True)
                 flat, seg = torch.unique_consecutive(flat, return_inverse=True)
                 flat = flat.long()
-                mg, sg = _segment_sums(V * w1, V * V * w2, order, seg, flat.numel())
-                c1 = (1 - beta1) / (1 - beta1 ** t)
-                c2 = (1 - beta2) / (1 - beta2 ** t)
+                mg, sg = _segment_sums(V * w1.view(rows, 1, 1), V * V * w2.view(rows, 1, 1), order, seg,
+                                       flat.numel())
                 upd = mg.mul_(c1 * lr).div_(sg.mul_(c2).sqrt_().add_(eps))
                 if width != d:                                                         # blockwise padding
                     keep = flat.remainder(width) < d
@@ -464,39 +526,62 @@ def _segment_sums(a: Tensor, b: Tensor, order: Tensor, seg: Tensor, n: int) -> t
     return out[0], out[1]
 
 
-def _exact_topk(mag: Tensor, k: int, scratch: Callable | None = None) -> Tensor:
-    """Positions (N, k) of the k largest entries of each row of ``mag`` (N, d), >= 0, as
-    ``torch.topk`` (the same set up to ties), found through a threshold: the ``k'``-th largest of a
-    strided sample, with ``k'`` a little above the sample's share of ``k``, keeps a few more than
-    ``k`` candidates per row, and an exact ``topk`` runs on those. If some row keeps fewer than
-    ``k`` (an unlucky sample) the plain ``topk`` of the whole rows is used."""
-    N, d = mag.shape
+def _ascending(idx: Tensor, width: int) -> Tensor:
+    """The rows of ``idx`` (N, k), distinct entries in ``[0, width)``, in ascending order: by a mask
+    and ``nonzero`` (row-major, so ascending) where the rows are not much sparser than ``width``,
+    else by a sort."""
+    N, k = idx.shape
+    if width > 16 * k:
+        return idx.sort(dim=1).values
+    mask = torch.zeros(N, width, dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
+    return mask.nonzero()[:, 1].view(N, k)
+
+
+def _exact_topk(a: Tensor, k: int, scratch: Callable | None = None, kernels=None) -> Tensor:
+    """Positions (N, k), ascending, of the k largest ``|a|`` of each row of ``a`` (N, d), as
+    ``torch.topk`` of ``|a|`` (the same set up to ties), found through a threshold: the ``k'``-th largest of a strided
+    sample, with ``k'`` a little above the sample's share of ``k``, keeps a few more than ``k``
+    candidates per row, and an exact ``topk`` runs on those. If some row keeps fewer than ``k`` (an
+    unlucky sample) the plain ``topk`` of the whole rows is used. ``kernels``: the fused CPU loops
+    find the candidates (the same ones, in the same order)."""
+    N, d = a.shape
+
+    def magnitudes() -> Tensor:
+        return torch.abs(a, out=_empty(scratch, "mag", (N, d), a.dtype, a.device))
+
     if k >= d or d < 65536 or 4 * k > d:
-        return mag.topk(k, dim=1, sorted=False).indices
+        return _ascending(magnitudes().topk(k, dim=1, sorted=False).indices, d)
     stride = max(1, d // 32768)
-    sample = mag[:, ::stride]
+    sample = a[:, ::stride].abs()
     s = sample.shape[1]
     mean = s * k / d
     ks = min(s, int(1.1 * mean + 4 * math.sqrt(mean) + 8))
     tau = sample.topk(ks, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
     if not bool(torch.isfinite(tau).all()):
-        return mag.topk(k, dim=1, sorted=False).indices
+        return _ascending(magnitudes().topk(k, dim=1, sorted=False).indices, d)
+    if kernels is not None:
+        buf = _empty(scratch, "cand", (N, d), torch.int32 if d < 2 ** 31 else torch.int64, a.device)
+        cand, fill, count = kernels.candidates(a, tau, buf)
+        if bool((count < k).any()):
+            return _ascending(magnitudes().topk(k, dim=1, sorted=False).indices, d)
+        return cand.gather(1, _ascending(fill.topk(k, dim=1, sorted=False).indices, cand.shape[1]))
+    mag = magnitudes()
     keep = torch.ge(mag, tau, out=_empty(scratch, "keep", (N, d), torch.bool, mag.device))
     if N == 1:
         cand = keep.view(-1).nonzero().view(1, -1)
         if cand.shape[1] < k:
-            return mag.topk(k, dim=1, sorted=False).indices
+            return _ascending(mag.topk(k, dim=1, sorted=False).indices, d)
     else:
         nz = keep.nonzero()                                               # (nnz, 2), row-major
         counts = torch.bincount(nz[:, 0], minlength=N)
         if bool((counts < k).any()):
-            return mag.topk(k, dim=1, sorted=False).indices
+            return _ascending(mag.topk(k, dim=1, sorted=False).indices, d)
         start = torch.cumsum(counts, 0) - counts
         slot = torch.arange(nz.shape[0], device=mag.device) - start[nz[:, 0]]
         cand = torch.zeros(N, int(counts.max()), dtype=torch.long, device=mag.device)
         fill = torch.full((N, cand.shape[1]), -1.0, dtype=mag.dtype, device=mag.device)
         cand[nz[:, 0], slot] = nz[:, 1]
         fill[nz[:, 0], slot] = mag[nz[:, 0], nz[:, 1]]
-        return cand.gather(1, fill.topk(k, dim=1, sorted=False).indices)
+        return cand.gather(1, _ascending(fill.topk(k, dim=1, sorted=False).indices, cand.shape[1]))
     sel = mag.gather(1, cand).topk(k, dim=1, sorted=False).indices
-    return cand.gather(1, sel)
+    return cand.gather(1, _ascending(sel, cand.shape[1]))
