@@ -145,6 +145,39 @@ def test_a_survivor_stuck_in_a_wait_still_saves_the_run(tmp_path):
     assert Trace.load(tmp_path / "out" / "traces" / "gd.json").status == "failed"
 
 
+def test_a_taken_rendezvous_port_is_never_joined(tmp_path, monkeypatch):
+    """The launcher's port can be taken between its choice and the store's bind (another launch or
+    program). The agent must not join the store it finds there as a client: it hosts its own, on the
+    next port tried."""
+    import datetime
+    import subprocess
+    import sys
+
+    import torch.distributed as tdist
+
+    from optsim.distributed import launcher
+
+    host = subprocess.Popen(  # another program's store on the port the launcher is about to pick
+        [sys.executable, "-c", "import datetime, time, torch.distributed as d; "
+         "s = d.TCPStore('127.0.0.1', 0, is_master=True, timeout=datetime.timedelta(seconds=60)); "
+         "s.set('owner', 'another program'); print(s.port, flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(host.stdout.readline())
+        foreign = tdist.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=30))
+        keys = foreign.num_keys()
+        ports = iter([port])
+        real = launcher._free_port
+        monkeypatch.setattr(launcher, "_free_port", lambda: next(ports, None) or real())
+        cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd"}], rounds=5))
+        (t,) = launch(cfg, 2, progress=False, plot=False, timeout=20)
+        assert t.status == "finished" and t.last("round") == 5
+        assert foreign.num_keys() == keys
+    finally:
+        host.kill()
+        host.wait()
+
+
 def test_hung_worker_times_out(tmp_path):
     cfg = parse_config(config_dict(tmp_path / "out", [{"name": "gd"}], rounds=10**7))
     t0 = time.perf_counter()

@@ -18,6 +18,10 @@ from .errors import DistributedRunError
 from .worker import _worker
 
 
+#: launches tried, each on a fresh port, when the rendezvous port was taken before its store bound it
+_PORT_ATTEMPTS = 3
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -120,6 +124,7 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
         SignalException,
     )
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from ..experiment import build_problem
@@ -149,10 +154,16 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
            "store": str(store.path) if store is not None else None, "force": force, "progress": progress,
            "plot": False, "timeout": timeout, "compact": compact, "fault": fault, "loopback": True,
            "result_file": str(tmp / "result.json")}
-    lc = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"optsim-{uuid.uuid4().hex[:12]}",
-                      rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", local_addr="127.0.0.1",
-                      max_restarts=0, monitor_interval=0.1, start_method=start_method, shutdown_timeout=5,
-                      logs_specs=DefaultLogsSpecs(log_dir=str(tmp / "logs")))
+
+    def config() -> LaunchConfig:
+        # is_host: this launch hosts its rendezvous store. Left to guess, the agent whose port was taken
+        # in the meantime (another launch, another program) would join that foreign store as a client
+        # and hang or fail when its owner goes away; told to host, it fails at once and a new port is tried
+        return LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"optsim-{uuid.uuid4().hex[:12]}",
+                            rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+                            rdzv_configs={"is_host": True}, local_addr="127.0.0.1", max_restarts=0,
+                            monitor_interval=0.1, start_method=start_method, shutdown_timeout=5,
+                            logs_specs=DefaultLogsSpecs(log_dir=str(tmp / "logs")))
     failures = None
     # Forked workers must never garbage-collect the parent's leftovers (a failed agent's store, whose
     # C++ threads exist only here: collecting it in a child crashes it): collect them here, and
@@ -161,7 +172,13 @@ def launch(cfg, nproc: int, out: str | Path | None = None, *, problem: Problem |
     gc.freeze()
     try:
         with _quiet_launcher():
-            elastic_launch(lc, _worker)(job)
+            for attempt in range(_PORT_ATTEMPTS):
+                try:
+                    elastic_launch(config(), _worker)(job)
+                    break
+                except RendezvousConnectionError:   # the port was taken before the store bound it
+                    if attempt == _PORT_ATTEMPTS - 1:
+                        raise
     except ChildFailedError as e:
         failures = dict(e.failures)  # plain data: the exception's traceback would keep the agent alive
     except SignalException as e:  # Ctrl-C / SIGTERM reached the launcher: the workers were stopped
