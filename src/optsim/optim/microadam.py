@@ -89,8 +89,11 @@ def block_minmax(x: Tensor, block: int, stat_dtype: torch.dtype | None = None) -
     """Per-block minimum and maximum (N, nb) of the rows of ``x`` (N, d), in ``stat_dtype``
     (default ``x.dtype``): the statistics the quantizer stores."""
     views = _block_views(x, block)             # (amin and amax: aminmax over a dimension is far slower on CPU)
-    lo = torch.cat([v.amin(dim=-1) for v in views], dim=1)
-    hi = torch.cat([v.amax(dim=-1) for v in views], dim=1)
+    if len(views) == 1:
+        lo, hi = views[0].amin(dim=-1), views[0].amax(dim=-1)
+    else:
+        lo = torch.cat([v.amin(dim=-1) for v in views], dim=1)
+        hi = torch.cat([v.amax(dim=-1) for v in views], dim=1)
     if stat_dtype is not None:
         lo, hi = lo.to(stat_dtype), hi.to(stat_dtype)
     return lo, hi
@@ -102,7 +105,7 @@ def block_coefficients(lo: Tensor, hi: Tensor, dtype: torch.dtype) -> tuple[Tens
     ``floor(x inv + bias)`` clamped to 0..15; an entry is dequantized as ``lo + code u``."""
     lo_c, hi_c = lo.to(dtype), hi.to(dtype)
     u = (hi_c - lo_c) / _LEVELS
-    inv = torch.where(u > 0, 1.0 / torch.where(u > 0, u, torch.ones_like(u)), torch.zeros_like(u))
+    inv = torch.where(u > 0, u.reciprocal(), 0.0)
     return lo_c, u, inv, 0.5 - lo_c * inv
 
 
@@ -416,6 +419,7 @@ class MicroAdam(Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, wd, m = group["lr"], group["eps"], group["weight_decay"], group["m"]
+            weights: dict = {}   # the rows' age weights, shared by the group's tensors at the same step
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -468,10 +472,12 @@ class MicroAdam(Optimizer):
                     p.mul_(1 - lr * wd)
                 # 6. Adam statistics from the window, computed on the window's positions only
                 rows = min(t, m)
-                ages = torch.remainder(slot - torch.arange(rows, dtype=torch.float64), m)
                 V = st["val"][:rows].to(dt)                                            # (rows, N, k)
-                w1 = (beta1 ** ages).to(device=p.device, dtype=dt)
-                w2 = (beta2 ** ages).to(device=p.device, dtype=dt)
+                if (t, dt, p.device) not in weights:
+                    ages = torch.remainder(slot - torch.arange(rows, dtype=torch.float64), m)
+                    weights[t, dt, p.device] = ((beta1 ** ages).to(device=p.device, dtype=dt),
+                                                (beta2 ** ages).to(device=p.device, dtype=dt))
+                w1, w2 = weights[t, dt, p.device]
                 c1 = (1 - beta1) / (1 - beta1 ** t)
                 c2 = (1 - beta2) / (1 - beta2 ** t)
                 width = self._width(d, group)

@@ -44,10 +44,13 @@ _LOCK = threading.Lock()
 _PID = os.getpid()               # the process these loops may run their threads in
 
 
+_REAL = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def applies(p: Tensor) -> bool:
     """Whether the fused loops take this parameter: CPU, float32 or float64, in the process that
     imported them (not a fork of it)."""
-    return p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and os.getpid() == _PID
+    return p.device.type == "cpu" and p.dtype in _REAL and os.getpid() == _PID
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -231,7 +234,7 @@ def pack_codes(x: Tensor, inv: Tensor, bias: Tensor, block: int, codes: Tensor) 
     for name, t in (("inv", inv), ("bias", bias)):
         _check(name, t, (N, -(-d // block)), x.dtype)
     _check("codes", codes, (N, -(-d // 2)), torch.uint8)
-    top = torch.tensor(15, dtype=x.dtype).numpy()[()]
+    top = _REAL[x.dtype](15)
     _run(_pack_codes, _np(x), _np(inv.contiguous()), _np(bias.contiguous()), int(block), top, _np(codes))
     return codes
 
@@ -296,7 +299,6 @@ def window_update(P: Tensor, pos: Tensor, V: Tensor, w1: Tensor, w2: Tensor, sca
         _check(name, t, (pos.shape[0],), P.dtype)
     if width < d:
         raise ValueError(f"microadam kernels: width {width} < d {d}")
-    one = torch.tensor(0, dtype=P.dtype).numpy()[()]
-    cast = type(one)
+    cast = _REAL[P.dtype]
     _run(_window_update, _np(P), _np(pos), _np(V), _np(w1), _np(w2), cast(scale), cast(c2), cast(eps), int(width),
          threads=True)
