@@ -158,9 +158,9 @@ def test_a_taken_rendezvous_port_is_never_joined(tmp_path, monkeypatch):
     from optsim.distributed import launcher
 
     host = subprocess.Popen(  # another program's store on the port the launcher is about to pick
-        [sys.executable, "-c", "import datetime, time, torch.distributed as d; "
-         "s = d.TCPStore('127.0.0.1', 0, is_master=True, timeout=datetime.timedelta(seconds=60)); "
-         "s.set('owner', 'another program'); print(s.port, flush=True); time.sleep(300)"],
+        [sys.executable, "-c", ("import datetime, time, torch.distributed as d; "
+                                "s = d.TCPStore('127.0.0.1', 0, is_master=True, timeout=datetime.timedelta(seconds=60)); "
+                                "s.set('owner', 'another program'); print(s.port, flush=True); time.sleep(300)")],
         stdout=subprocess.PIPE, text=True)
     try:
         port = int(host.stdout.readline())

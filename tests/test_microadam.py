@@ -303,6 +303,17 @@ def test_fused_choice_and_its_refusals():
         MicroAdam([p16], fused="yes")
 
 
+def test_without_numba_the_pytorch_kernels_run(monkeypatch):
+    """numba is a dependency, but an install without it (or with a broken one) still steps."""
+    from optsim.optim import microadam
+
+    monkeypatch.setattr(microadam, "_KERNELS", {"module": None, "error": "ImportError: no numba"})
+    x = _one_step(None)
+    assert torch.equal(x, _one_step(False))
+    with pytest.raises(ValueError, match="needs numba"):
+        _one_step(True)
+
+
 def test_a_state_with_unsorted_window_rows_loads_as_the_same_sets():
     """Window rows were once stored in Top-K order: such a state loads sorted and steps on as the
     state it was saved from."""
@@ -336,7 +347,7 @@ def test_the_fused_loops_leave_torchs_thread_count_alone():
     code = ("import torch; torch.set_num_threads(1); from optsim.optim import MicroAdam; "
             "p = torch.nn.Parameter(torch.ones(100_000)); p.grad = torch.randn(100_000); "
             "MicroAdam([p], fused=True).step(); print(torch.get_num_threads())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "1"
 

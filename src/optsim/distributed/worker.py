@@ -132,7 +132,7 @@ def _run_worker(cfg, job: dict, problem: Problem | None) -> dict:
             try:
                 dist.distributed_c10d._get_default_store().wait(["optsim-never-set"],
                                                                 datetime.timedelta(seconds=float(fault[3])))
-            except Exception:  # the wait timed out, as the real one would
+            except RuntimeError:  # DistStoreError: the wait timed out, as the real one would
                 pass
 
     def save(trace):

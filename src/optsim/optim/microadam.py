@@ -385,8 +385,12 @@ class MicroAdam(Optimizer):
         """The fused loops' module where this tensor's step uses them, else None."""
         if group["fused"] is False:
             return None
-        from . import microadam_kernels as kernels
-
+        kernels = _kernels()
+        if kernels is None:
+            if group["fused"]:
+                raise ValueError(f"fused=True needs numba, which does not import here ({_KERNELS['error']}): "
+                                 "pip install numba, or use fused=None")
+            return None
         ok = p.is_contiguous() and kernels.applies(p)
         if group["fused"] and not ok:
             raise ValueError("fused=True needs contiguous float32 / float64 parameters on the CPU "
@@ -530,6 +534,22 @@ def _segment_sums(a: Tensor, b: Tensor, order: Tensor, seg: Tensor, n: int) -> t
     for v in (a, b):
         out.append(torch.zeros(n, dtype=v.dtype, device=v.device).index_add_(0, seg, v.reshape(-1).index_select(0, order)))
     return out[0], out[1]
+
+
+_KERNELS: dict = {}
+
+
+def _kernels():
+    """The fused loops' module, imported once (numba's import takes a while); None if numba does not
+    import (the PyTorch kernels then run everywhere)."""
+    if "module" not in _KERNELS:
+        try:
+            from . import microadam_kernels
+        except ImportError as e:
+            _KERNELS.update(module=None, error=f"{type(e).__name__}: {e}")
+        else:
+            _KERNELS["module"] = microadam_kernels
+    return _KERNELS["module"]
 
 
 def _ascending(idx: Tensor, width: int) -> Tensor:
