@@ -19,7 +19,7 @@ the path on every other device and dtype, and the reference these loops are test
 
 The window's rows must hold their positions in ascending order (MicroAdam keeps them so). The loops
 run on ``torch.get_num_threads()`` threads (numba's parallel layer), one call at a time; a process
-forked after they ran uses the PyTorch step (an OpenMP runtime does not survive a fork).
+forked after this module was imported uses the PyTorch step (an OpenMP pool does not survive a fork).
 
 Reference: Modoranu et al. (2024), "MicroAdam", arXiv:2405.15593, Algorithm 1 (the step these
 loops compute); the authors' CUDA kernels fuse the same passes on the GPU.
@@ -42,8 +42,6 @@ _RANGE = 1 << 15                 # positions per window_update buffer (two value
 _RANGE_U = np.uint64(_RANGE)
 _LOCK = threading.Lock()
 _PID = os.getpid()               # the process these loops may run their threads in
-
-
 _REAL = {torch.float32: np.float32, torch.float64: np.float64}
 
 
