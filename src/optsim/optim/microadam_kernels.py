@@ -39,7 +39,7 @@ __all__ = ["applies", "candidates", "dequantize_add", "pack_codes", "window_upda
 
 _CHUNK = 1 << 15                 # entries per parallel job (even: a job never splits a code byte)
 _RANGE = 1 << 15                 # positions per window_update buffer (two values and a stamp each)
-_RANGE_U = np.uint64(_RANGE)
+_PARALLEL_MIN = 1 << 16          # entries below which a loop runs on the calling thread only
 _LOCK = threading.Lock()
 _PID = os.getpid()               # the process these loops may run their threads in
 _REAL = {torch.float32: np.float32, torch.float64: np.float64}
@@ -62,12 +62,14 @@ def _check(what: str, t: Tensor, shape: tuple, dtype=None) -> None:
                          f"{'' if dtype is None else f' and dtype {dtype}'}, got {tuple(t.shape)} {t.dtype} {t.device}")
 
 
-def _run(kernel, *args, threads: bool = False):
-    """``kernel(*args)`` on torch's thread count (also passed as the last argument with ``threads``).
-    numba's OpenMP layer shares PyTorch's OpenMP runtime, and starting its pool resets that
-    runtime's thread count: torch's is put back."""
+def _run(kernel, *args, work: int, threads: bool = False):
+    """``kernel(*args)`` on torch's thread count (also passed as the last argument with ``threads``),
+    or on this thread alone for less than :data:`_PARALLEL_MIN` entries of ``work`` (waking the
+    other threads costs more than such a loop, and far more when the cores are busy). numba's
+    OpenMP layer shares PyTorch's OpenMP runtime, and starting its pool resets that runtime's
+    thread count: torch's is put back."""
     t = torch.get_num_threads()
-    n = max(1, min(t, numba.config.NUMBA_NUM_THREADS))
+    n = 1 if work < _PARALLEL_MIN else max(1, min(t, numba.config.NUMBA_NUM_THREADS))
     with _LOCK:
         try:
             numba.set_num_threads(n)
@@ -134,7 +136,8 @@ def dequantize_add(codes: Tensor, lo: Tensor, u: Tensor, g: Tensor, block: int, 
         _check(name, t, (N, nb), g.dtype)
     _check("out", out, (N, d), g.dtype)
     G = _np(g)
-    _run(_DEQUANTIZE_ADD[G.dtype], _np(codes), _np(lo.contiguous()), _np(u.contiguous()), G, int(block), _np(out))
+    _run(_DEQUANTIZE_ADD[G.dtype], _np(codes), _np(lo.contiguous()), _np(u.contiguous()), G, int(block), _np(out),
+         work=N * d)
     return out
 
 
@@ -183,13 +186,13 @@ def candidates(a: Tensor, tau: Tensor, buf: Tensor) -> tuple[Tensor, Tensor, Ten
     _check("buf", buf, (N, d))
     nch = -(-d // _CHUNK)
     counts = np.zeros((N, nch), dtype=np.int64)
-    _run(_mark, _np(a), _np(tau.reshape(N).to(a.dtype)), _np(buf), counts)
+    _run(_mark, _np(a), _np(tau.reshape(N).to(a.dtype)), _np(buf), counts, work=N * d)
     count = counts.sum(axis=1)
     offsets = np.cumsum(counts, axis=1) - counts
     c = int(count.max()) if N else 0
     cand = torch.zeros(N, c, dtype=torch.long)
     mag = torch.full((N, c), -1.0, dtype=a.dtype)
-    _run(_collect, _np(a), _np(buf), counts, offsets, _np(cand), _np(mag))
+    _run(_collect, _np(a), _np(buf), counts, offsets, _np(cand), _np(mag), work=N * c)
     return cand, mag, torch.from_numpy(count)
 
 
@@ -233,7 +236,7 @@ def pack_codes(x: Tensor, inv: Tensor, bias: Tensor, block: int, codes: Tensor) 
         _check(name, t, (N, -(-d // block)), x.dtype)
     _check("codes", codes, (N, -(-d // 2)), torch.uint8)
     top = _REAL[x.dtype](15)
-    _run(_pack_codes, _np(x), _np(inv.contiguous()), _np(bias.contiguous()), int(block), top, _np(codes))
+    _run(_pack_codes, _np(x), _np(inv.contiguous()), _np(bias.contiguous()), int(block), top, _np(codes), work=N * d)
     return codes
 
 
@@ -242,27 +245,29 @@ def pack_codes(x: Tensor, inv: Tensor, bias: Tensor, block: int, codes: Tensor) 
 def _window_update(P, pos, V, w1, w2, scale, c2, eps, width, T):
     rows, N = pos.shape[0], pos.shape[1]
     d = np.uint64(P.shape[1])
-    nr = (width + _RANGE - 1) // _RANGE
+    R = min(_RANGE, width)                                 # (a small tensor: a small buffer)
+    RU = np.uint64(R)
+    nr = (width + R - 1) // R
     for th in prange(T):
-        M = np.zeros(_RANGE, V.dtype)
-        S = np.zeros(_RANGE, V.dtype)
-        stamp = np.zeros(_RANGE, np.int32)
+        M = np.zeros(R, V.dtype)
+        S = np.zeros(R, V.dtype)
+        stamp = np.zeros(R, np.int32)
         first = np.empty(rows, np.int64)
         last = np.empty(rows, np.int64)
         cur = 0
         for job in range(th, N * nr, T):
             n = job // nr
-            r0 = (job % nr) * _RANGE
+            r0 = (job % nr) * R
             cur += 2
             Pn = P[n]
             for r in range(rows):
                 first[r] = np.searchsorted(pos[r, n], r0)
-                last[r] = np.searchsorted(pos[r, n], r0 + _RANGE)
+                last[r] = np.searchsorted(pos[r, n], r0 + R)
             for r in range(rows):
                 pr, vr, a1, a2 = pos[r, n], V[r, n], w1[r], w2[r]
                 for i in range(np.uint64(first[r]), np.uint64(last[r])):
                     q = np.uint64(pr[i] - r0)
-                    if q >= _RANGE_U:                          # (only if a row were not ascending)
+                    if q >= RU:                          # (only if a row were not ascending)
                         continue
                     v = vr[i]
                     if stamp[q] != cur:
@@ -275,7 +280,7 @@ def _window_update(P, pos, V, w1, w2, scale, c2, eps, width, T):
                 pr = pos[r, n]
                 for i in range(np.uint64(first[r]), np.uint64(last[r])):
                     q = np.uint64(pr[i] - r0)
-                    if q < _RANGE_U and stamp[q] == cur:
+                    if q < RU and stamp[q] == cur:
                         stamp[q] = cur + 1
                         j = np.uint64(r0) + q
                         if j < d:
@@ -299,4 +304,5 @@ def window_update(P: Tensor, pos: Tensor, V: Tensor, w1: Tensor, w2: Tensor, sca
         raise ValueError(f"microadam kernels: width {width} < d {d}")
     cast = _REAL[P.dtype]
     _run(_window_update, _np(P), _np(pos), _np(V), _np(w1), _np(w2), cast(scale), cast(c2), cast(eps), int(width),
+         work=pos.numel(),
          threads=True)
