@@ -110,7 +110,7 @@ def block_coefficients(lo: Tensor, hi: Tensor, dtype: torch.dtype) -> tuple[Tens
 
 
 def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, codes: Tensor | None = None,
-                  scratch: Callable | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  scratch: Callable | None = None, kernels=None) -> tuple[Tensor, Tensor, Tensor]:
     """4-bit asymmetric block quantization of the rows of ``x`` (N, d).
 
     Returns ``(codes, lo, hi)``: ``codes`` uint8 (N, ceil(d/2)) with entry ``2i`` in the high
@@ -120,11 +120,16 @@ def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, 
     ``x/u + (1/2 - lo/u)``, which can differ from the other order by one ulp) and 0 in a block with
     ``u = 0``; it is computed from the stored statistics, so ``|x - dequantize_4bit(...)| <= u/2``
     entrywise up to rounding. ``codes``: write the packed codes there; ``scratch(name, numel,
-    dtype, device)``: work buffers to reuse (a 1-D tensor of at least ``numel`` entries).
+    dtype, device)``: work buffers to reuse (a 1-D tensor of at least ``numel`` entries);
+    ``kernels``: :mod:`optsim.optim.microadam_kernels`, whose loop writes the same codes in one pass.
     """
     N, d = x.shape
     lo, hi = block_minmax(x, block, stat_dtype)
     _, _, inv, bias = block_coefficients(lo, hi, x.dtype)
+    if codes is None:
+        codes = torch.empty(N, -(-d // 2), dtype=torch.uint8, device=x.device)
+    if kernels is not None:
+        return kernels.pack_codes(x, inv, bias, block, codes), lo, hi
     even = d + d % 2
     code = _empty(scratch, "qf", (N, even), x.dtype, x.device)
     if d % 2:
@@ -139,8 +144,6 @@ def quantize_4bit(x: Tensor, block: int, stat_dtype: torch.dtype | None = None, 
     c16.copy_(code)                             # float -> int16 -> uint8: 3 x faster than float -> uint8
     c8 = _empty(scratch, "q8", (N, even), torch.uint8, x.device)
     c8.copy_(c16)
-    if codes is None:
-        codes = torch.empty(N, even // 2, dtype=torch.uint8, device=x.device)
     _pack_nibbles(c8, codes, scratch)
     return codes, lo, hi
 
@@ -463,12 +466,8 @@ class MicroAdam(Optimizer):
                 if group["quant_bits"] is None:
                     st["ef"].copy_(a)
                 else:
-                    if kern is not None:
-                        lo, hi = block_minmax(a, block, st["ef_lo"].dtype)
-                        _, _, inv, bias = block_coefficients(lo, hi, dt)
-                        kern.pack_codes(a, inv, bias, block, st["ef"])
-                    else:
-                        _, lo, hi = quantize_4bit(a, block, st["ef_lo"].dtype, codes=st["ef"], scratch=self._scratch)
+                    _, lo, hi = quantize_4bit(a, block, st["ef_lo"].dtype, codes=st["ef"], scratch=self._scratch,
+                                              kernels=kern)
                     st["ef_lo"].copy_(lo)
                     st["ef_hi"].copy_(hi)
                 # 5. decoupled weight decay
